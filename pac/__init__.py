@@ -1,0 +1,4 @@
+"""PAC engine: loading, helper functions, engines, sandboxed evaluation, result parsing.
+
+Knows nothing of sockets or config files (see design.md).
+"""

@@ -1,0 +1,1 @@
+"""Runtime: listeners, original destination, sniffing, upstream connectors, relay, CLI."""

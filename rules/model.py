@@ -1,0 +1,70 @@
+"""The values that flow through one decision: where a connection goes, and what to do."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pac.routes import Route
+
+Action = Literal["DIRECT", "PROXY", "REJECT"]
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """Where an intercepted connection was going.
+
+    `ip` is the original destination (IPv4-mapped IPv6 already folded to IPv4); `hostname`
+    is the canonical sniffed name (ports 80/443 only), or None when there is no usable name.
+    `client_ip` is the container's own source address (what `myIpAddress()` reports).
+    """
+
+    ip: str
+    port: int
+    hostname: str | None = None
+    client_ip: str | None = None
+
+    @property
+    def scheme(self) -> str:
+        """`https` for port 443, else `http` (design.md)."""
+        return "https" if self.port == 443 else "http"
+
+    @property
+    def host(self) -> str:
+        """The PAC `host` argument: the sniffed name, else the bare IP."""
+        return self.hostname or self.ip
+
+    @property
+    def url(self) -> str:
+        """The PAC `url` argument: `scheme://host:port`, IPv6 bracketed, never a path."""
+        host = self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do with one connection, and why.
+
+    `routes` are tried in order while connecting fails; an empty tuple means REJECT.
+    `name_based` is True when the decision rests on a sniffed name, so a DIRECT route
+    must verify that the name really leads to the address (SNI/Host spoofing, design.md).
+    """
+
+    action: Action
+    routes: tuple[Route, ...]
+    reason: str
+    url: str
+    host: str
+    name_based: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        """The `airgap-proxy explain` shape."""
+        return {
+            "action": self.action,
+            "routes": [r.pac_spelling() for r in self.routes],
+            "url": self.url,
+            "host": self.host,
+            "reason": self.reason,
+        }
