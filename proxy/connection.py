@@ -1,0 +1,360 @@
+"""One intercepted connection: original destination → sniff → decide → connect → relay → log.
+
+The accepted transport starts with an `Intercepted` protocol that runs the set-up phase; once
+a route is connected, both transports are handed to the relay halves (`proxy.relay`) and
+this object only waits for them to finish, then writes the audit line. Every failure on the
+way fails closed: no original destination, a policy error, an unusable name, or a route that
+cannot be opened never turns into an unchecked connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import ipaddress
+import logging
+import socket
+import struct
+import time
+from collections.abc import Awaitable, Callable, Container
+from dataclasses import dataclass, field, replace
+
+from proxy import reject_wire
+from proxy.audit import ConnectionRecord, emit
+from proxy.origdst import canonical_ip, original_destination
+from proxy.relay import Half, pair
+from proxy.resolver import NameResolver
+from proxy.sniff import MAX_SNIFF_BYTES, SniffResult, sniff
+from proxy.upstream import ConnectOptions, RouteFailed, open_route
+from rules.model import Decision, Destination
+from rules.names import canonical_hostname
+
+log = logging.getLogger("airgap.proxy")
+
+Decider = Callable[[Destination], Decision | Awaitable[Decision]]
+
+SNIFF_PORTS = (80, 443)
+#: How long a rejected client may keep sending before it is cut, and how much we discard.
+REJECT_LINGER = 2.0
+REJECT_DISCARD_LIMIT = 1 << 20
+
+_SETUP, _CONNECTING, _RELAY, _REJECTING, _DONE = range(5)
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+@dataclass(slots=True)
+class ProxyContext:
+    """What every connection of one worker shares."""
+
+    decide: Decider
+    transparent_ports: Container[int]
+    connect: ConnectOptions
+    resolver: NameResolver
+    peek_timeout: float = 2.0
+    idle_timeout: float = 600.0
+    max_connections: int = 10_000
+    json_logs: bool = False
+    active: set[Intercepted] = field(default_factory=set)
+
+    def sweep_idle(self) -> None:
+        """Close relays that moved no byte for `idle_timeout` (a sweep, not a timer per read)."""
+        now = time.monotonic()
+        for conn in list(self.active):
+            conn.check_idle(now, self.idle_timeout)
+
+
+def _format_addr(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+class Intercepted(asyncio.Protocol):
+    """Set-up phase of one client connection, then the owner of its relay."""
+
+    __slots__ = (
+        "buf",
+        "client_eof",
+        "ctx",
+        "dest",
+        "discarded",
+        "halves",
+        "idle_since",
+        "idle_total",
+        "lost",
+        "record",
+        "sniffed",
+        "state",
+        "task",
+        "timer",
+        "transport",
+    )
+
+    def __init__(self, ctx: ProxyContext) -> None:
+        self.ctx = ctx
+        self.state = _SETUP
+        self.buf = bytearray()
+        self.client_eof = False
+        self.sniffed: SniffResult | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.halves: tuple[Half, Half] | None = None
+        self.lost = 0
+        self.discarded = 0
+        self.idle_total = -1
+        self.idle_since = 0.0
+
+    # ----------------------------------------------------------------- set-up phase
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+        ctx = self.ctx
+        peer = transport.get_extra_info("peername") or ("?", 0)
+        client_ip = canonical_ip(peer[0]) if peer[0] != "?" else "?"
+        self.record = ConnectionRecord(client=_format_addr(client_ip, peer[1]))
+        ctx.active.add(self)
+        if len(ctx.active) > ctx.max_connections:
+            self._reset("refused: over --max-connections")
+            return
+        sock = transport.get_extra_info("socket")
+        try:
+            ip, port = original_destination(sock)
+            local = sock.getsockname()
+        except OSError:
+            self._reset("refused: no original destination (connection was not redirected)")
+            return
+        self.record.dst = _format_addr(ip, port)
+        if (canonical_ip(local[0]), local[1]) == (ip, port):
+            self._reset("refused: not redirected (addressed to the proxy's own listener)")
+            return
+        self.dest = Destination(ip=ip, port=port, client_ip=client_ip)
+        if port in SNIFF_PORTS and port in ctx.transparent_ports:
+            self.timer = asyncio.get_running_loop().call_later(ctx.peek_timeout, self._peek_timeout)
+        else:
+            self._decide()
+
+    def data_received(self, data: bytes) -> None:
+        if self.state == _REJECTING:
+            self.discarded += len(data)
+            if self.discarded > REJECT_DISCARD_LIMIT:
+                self._reset(self.record.error or "rejected")
+            return
+        self.buf += data
+        if self.state == _SETUP and self.timer is not None:
+            result = sniff(bytes(self.buf))
+            if result.complete:
+                self._sniffed(result)
+        elif len(self.buf) >= MAX_SNIFF_BYTES:
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self.client_eof = True
+        if self.state == _REJECTING:
+            self.transport.close()
+            return False
+        if self.state == _SETUP and self.timer is not None:
+            self._sniffed(self._final_sniff())
+        return True  # keep the write side: the answer may still come
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.state in (_SETUP, _CONNECTING):
+            self.record.error = self.record.error or "client closed during set-up"
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        if self.halves is None:
+            self._finish()
+
+    def _final_sniff(self) -> SniffResult:
+        if not self.buf:
+            return SniffResult(True, "unknown", None, "no data before the peek ended")
+        result = sniff(bytes(self.buf))
+        if result.complete:
+            return result
+        return SniffResult(True, result.protocol, None, "incomplete client hello/head")
+
+    def _peek_timeout(self) -> None:
+        self.timer = None
+        if self.state == _SETUP:
+            self._sniffed(self._final_sniff())
+
+    def _sniffed(self, result: SniffResult) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.sniffed = result
+        name = canonical_hostname(result.hostname) if result.hostname else None
+        if result.hostname and name is None:
+            log.debug("ignoring unusable name %r from %s", result.hostname, self.record.client)
+        self.record.hostname = name
+        self.dest = replace(self.dest, hostname=name)
+        self._decide()
+
+    def _decide(self) -> None:
+        self.state = _CONNECTING
+        if not self.transport.is_closing():
+            self.transport.pause_reading()
+        self.task = asyncio.get_running_loop().create_task(self._establish())
+
+    async def _establish(self) -> None:
+        record, dest = self.record, self.dest
+        try:
+            decision = self.ctx.decide(dest)
+            if inspect.isawaitable(decision):
+                decision = await decision
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # fail closed on any policy failure
+            log.exception("policy failed for %s", dest.url)
+            decision = Decision("REJECT", (), f"policy error: {exc}", dest.url, dest.host)
+        record.decision = decision.action
+        record.reason = decision.reason
+        if decision.action == "REJECT" or not decision.routes:
+            self._reject(decision.reason)
+            return
+        errors: list[str] = []
+        for route in decision.routes:
+            if route.kind == "DIRECT":
+                target = await self._direct_target(decision, errors)
+                if target is None:
+                    continue
+            else:
+                target = dest.hostname or dest.ip
+            try:
+                upstream, leftover = await open_route(route, target, dest.port, self.ctx.connect)
+            except RouteFailed as exc:
+                log.warning("route failed for %s: %s", dest.url, exc)
+                errors.append(str(exc))
+                continue
+            if self.transport.is_closing():
+                upstream.abort()
+                return
+            record.route = route.pac_spelling()
+            if route.kind == "DIRECT" and target != dest.ip:
+                record.route = f"DIRECT {target} (by name)"
+            if errors:
+                record.error = "; ".join(errors)
+            self._start_relay(upstream, leftover)
+            return
+        record.error = "; ".join(errors) or "no usable route"
+        if all("does not resolve" in e for e in errors):
+            self._reject(record.error)
+        else:
+            self._reset(record.error)
+
+    async def _direct_target(self, decision: Decision, errors: list[str]) -> str | None:
+        """The IP a DIRECT route may connect to (design.md's SNI/Host spoofing rule)."""
+        dest = self.dest
+        if not (decision.name_based and dest.hostname):
+            return dest.ip
+        addrs = await self.ctx.resolver.resolve(dest.hostname)
+        if not addrs:
+            errors.append(f"DIRECT: name {dest.hostname} does not resolve")
+            return None
+        if dest.ip in addrs:
+            return dest.ip
+        version = ipaddress.ip_address(dest.ip).version
+        same_family = [a for a in addrs if ipaddress.ip_address(a).version == version]
+        chosen = (same_family or list(addrs))[0]
+        log.warning(
+            "%s: %s is not an address of %s; connecting to %s instead",
+            self.record.client,
+            dest.ip,
+            dest.hostname,
+            chosen,
+        )
+        return chosen
+
+    # ----------------------------------------------------------------- relay phase
+
+    def _start_relay(self, upstream: asyncio.Transport, leftover: bytearray) -> None:
+        self.state = _RELAY
+        client = self.transport
+        from_client, from_upstream = pair(client, upstream, self._half_lost)
+        self.halves = (from_client, from_upstream)
+        if self.buf:
+            from_client.nbytes += len(self.buf)
+            upstream.write(bytes(self.buf))
+        self.buf = bytearray()
+        if leftover:
+            from_upstream.nbytes += len(leftover)
+            client.write(bytes(leftover))
+        if self.client_eof:
+            from_client.eof = True
+            if upstream.can_write_eof():
+                upstream.write_eof()
+        client.resume_reading()
+        upstream.resume_reading()
+
+    def _half_lost(self, half: Half, exc: Exception | None) -> None:
+        self.lost += 1
+        other = half.peer.transport
+        if not other.is_closing():
+            other.close()
+        if self.lost >= 2:
+            self._finish()
+
+    def check_idle(self, now: float, idle_timeout: float) -> None:
+        if self.halves is None:
+            return
+        total = self.halves[0].nbytes + self.halves[1].nbytes
+        if total != self.idle_total:
+            self.idle_total, self.idle_since = total, now
+        elif now - self.idle_since >= idle_timeout:
+            self.record.error = f"idle for {idle_timeout:g}s"
+            for half in self.halves:
+                half.transport.abort()
+
+    def abort(self, why: str) -> None:
+        """Cut the connection now (drain timeout at shutdown)."""
+        self.record.error = self.record.error or why
+        if self.halves is not None:
+            for half in self.halves:
+                half.transport.abort()
+        else:
+            self._reset(why)
+
+    # ----------------------------------------------------------------- endings
+
+    def _reject(self, reason: str) -> None:
+        """Block on the wire as design.md says: 403 for HTTP, a TLS alert, else a reset."""
+        self.record.decision = "REJECT"
+        protocol = self.sniffed.protocol if self.sniffed is not None else "other"
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if protocol == "http":
+            transport.write(reject_wire.http_forbidden(self.dest.host, reason))
+        elif protocol == "tls":
+            transport.write(reject_wire.tls_access_denied_alert(bytes(self.buf[:5])))
+        else:
+            self._reset(None)
+            return
+        self.state = _REJECTING
+        self.buf = bytearray()
+        if transport.can_write_eof():
+            transport.write_eof()
+        transport.resume_reading()  # read and discard what the client still sends
+        self.timer = asyncio.get_running_loop().call_later(REJECT_LINGER, transport.close)
+
+    def _reset(self, why: str | None) -> None:
+        if why:
+            self.record.error = why
+        self.state = _DONE
+        transport = self.transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        transport.abort()
+
+    def _finish(self) -> None:
+        if self not in self.ctx.active:
+            return
+        self.ctx.active.discard(self)
+        self.state = _DONE
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.halves is not None:
+            self.record.bytes_up = self.halves[0].nbytes
+            self.record.bytes_down = self.halves[1].nbytes
+        emit(self.record, self.ctx.json_logs)

@@ -1,0 +1,75 @@
+"""The relay: two `asyncio.Protocol` halves that copy bytes with backpressure.
+
+After the routing decision nothing but the copy happens per chunk: no logging, no timers, no
+awaits. Each half writes what it reads to its peer's transport; when the peer's write buffer
+passes its high-water mark, the peer's protocol gets `pause_writing` and stops *our* reading,
+so a slow reader never makes the proxy buffer without bound. Half-close is propagated with
+`write_eof`; both transports close once both directions are done or either side is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+#: Write buffer water marks: bounded memory per direction, enough to keep the pipe full.
+WRITE_HIGH_WATER = 256 * 1024
+WRITE_LOW_WATER = 64 * 1024
+
+
+class Half(asyncio.Protocol):
+    """One direction's reader: bytes received on `transport` are written to `peer.transport`."""
+
+    __slots__ = ("eof", "nbytes", "on_lost", "peer", "transport")
+
+    def __init__(
+        self, transport: asyncio.Transport, on_lost: Callable[[Half, Exception | None], None]
+    ):
+        self.transport = transport
+        self.peer: Half = self  # set by `pair`
+        self.nbytes = 0
+        self.eof = False
+        self.on_lost = on_lost
+        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+
+    def data_received(self, data: bytes) -> None:
+        self.nbytes += len(data)
+        self.peer.transport.write(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        peer = self.peer
+        if peer.eof:
+            # Both directions are finished: close both (buffered bytes are flushed first).
+            peer.transport.close()
+            return False
+        if peer.transport.can_write_eof():
+            peer.transport.write_eof()
+        # Keep our transport open: the other direction may still carry data to this side.
+        return True
+
+    def pause_writing(self) -> None:
+        # Our transport's buffer is full: stop reading what would be written to it.
+        self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        peer_transport = self.peer.transport
+        if not peer_transport.is_closing():
+            peer_transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.on_lost(self, exc)
+
+
+def pair(
+    client: asyncio.Transport,
+    upstream: asyncio.Transport,
+    on_lost: Callable[[Half, Exception | None], None],
+) -> tuple[Half, Half]:
+    """Switch both transports to relay halves that feed each other."""
+    from_client = Half(client, on_lost)
+    from_upstream = Half(upstream, on_lost)
+    from_client.peer, from_upstream.peer = from_upstream, from_client
+    client.set_protocol(from_client)
+    upstream.set_protocol(from_upstream)
+    return from_client, from_upstream

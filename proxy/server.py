@@ -1,0 +1,133 @@
+"""Listeners, the idle sweep, and graceful stop for one worker process.
+
+SIGTERM/SIGINT stop accepting at once (the listening sockets close, so new connections are
+refused); relays already open keep flowing until they end or `--drain-timeout` passes, then
+the rest are cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import signal
+import ssl
+import sys
+import time
+from collections.abc import Container
+from dataclasses import dataclass, field
+
+from proxy.connection import Decider, Intercepted, ProxyContext
+from proxy.resolver import NameResolver
+from proxy.upstream import ConnectOptions
+
+log = logging.getLogger("airgap.proxy")
+
+DEFAULT_LISTEN = (("127.0.0.1", 15001), ("::1", 15001))
+
+
+@dataclass(slots=True)
+class RunSettings:
+    """The `airgap-proxy run` tunables (names and defaults as the CLI documents them)."""
+
+    listen: list[tuple[str, int]] = field(default_factory=lambda: list(DEFAULT_LISTEN))
+    listen_is_default: bool = True
+    peek_timeout: float = 2.0
+    connect_timeout: float = 10.0
+    idle_timeout: float = 600.0
+    drain_timeout: float = 30.0
+    max_connections: int = 10_000
+    mark: int | None = None
+    ca_bundle: str | None = None
+    json_logs: bool = False
+    reuse_port: bool = False
+
+
+def _ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
+    """TLS to HTTPS proxies: verified against the system store or `--ca-bundle`."""
+    return ssl.create_default_context(cafile=ca_bundle)
+
+
+async def _listen(settings: RunSettings, ctx: ProxyContext) -> list[asyncio.AbstractServer]:
+    loop = asyncio.get_running_loop()
+    servers = []
+    for host, port in settings.listen:
+        try:
+            server = await loop.create_server(
+                lambda: Intercepted(ctx),
+                host,
+                port,
+                backlog=1024,
+                reuse_port=settings.reuse_port or None,
+            )
+        except OSError as exc:
+            no_ipv6 = exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT)
+            if settings.listen_is_default and ":" in host and no_ipv6:
+                log.warning("no IPv6 on this host: not listening on [%s]:%d", host, port)
+                continue
+            raise
+        servers.append(server)
+    return servers
+
+
+async def serve(
+    settings: RunSettings,
+    decide: Decider,
+    transparent_ports: Container[int],
+    ready: asyncio.Event | None = None,
+) -> int:
+    """Run one worker until SIGTERM/SIGINT, then drain. Returns the exit status."""
+    loop = asyncio.get_running_loop()
+    ctx = ProxyContext(
+        decide=decide,
+        transparent_ports=transparent_ports,
+        connect=ConnectOptions(
+            timeout=settings.connect_timeout,
+            mark=settings.mark,
+            ssl_context=_ssl_context(settings.ca_bundle),
+        ),
+        resolver=NameResolver(),
+        peek_timeout=settings.peek_timeout,
+        idle_timeout=settings.idle_timeout,
+        max_connections=settings.max_connections,
+        json_logs=settings.json_logs,
+    )
+    try:
+        servers = await _listen(settings, ctx)
+    except OSError as exc:
+        print(f"airgap-proxy: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    if not servers:
+        print("airgap-proxy: no listener could be opened", file=sys.stderr)
+        return 1
+    for server in servers:
+        for sock in server.sockets:
+            addr = sock.getsockname()
+            host = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
+            log.info("listening on %s:%d", host, addr[1])
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    sweep_every = max(0.5, min(settings.idle_timeout / 4, 15.0))
+
+    async def sweeper() -> None:
+        while True:
+            await asyncio.sleep(sweep_every)
+            ctx.sweep_idle()
+
+    sweep_task = loop.create_task(sweeper())
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    log.info("stopping: no new connections; draining %d open ones", len(ctx.active))
+    for server in servers:
+        server.close()
+    deadline = time.monotonic() + settings.drain_timeout
+    while ctx.active and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    for conn in list(ctx.active):
+        conn.abort("cut at the end of the drain timeout")
+    await asyncio.sleep(0)
+    sweep_task.cancel()
+    log.info("stopped")
+    return 0

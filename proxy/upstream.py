@@ -1,0 +1,186 @@
+"""Opening one route: DIRECT to an address, or a tunnel through an HTTP CONNECT / SOCKS proxy.
+
+Each attempt returns a connected transport whose reading is paused, plus any bytes the
+upstream already sent past its handshake reply, so the caller can switch it to the relay
+without losing a byte. The proxy's own sockets carry `--mark` (SO_MARK) when configured, so
+the redirect rules can exclude them: the proxy never loops into itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from dataclasses import dataclass
+
+from pac.routes import Route
+from proxy import handshake as hs
+
+
+class RouteFailed(Exception):
+    """A route could not be used; the message says why (logged, then the next route is tried)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectOptions:
+    """What every upstream connection shares."""
+
+    timeout: float = 10.0
+    mark: int | None = None
+    ssl_context: ssl.SSLContext | None = None
+
+
+class _Held(asyncio.Protocol):
+    """Holds a fresh upstream transport until the relay takes it over.
+
+    uvloop starts reading after `connection_made` returns, so a pause there is ignored:
+    whatever arrives before the relay takes over is kept in `pending` (and reading paused
+    then), never dropped.
+    """
+
+    __slots__ = ("pending", "transport")
+
+    def __init__(self) -> None:
+        self.pending = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.pending += data
+        self.transport.pause_reading()  # type: ignore[attr-defined]
+
+
+class _Handshaking(_Held):
+    """Runs a sans-IO upstream handshake (`proxy.handshake`) over a transport."""
+
+    __slots__ = ("done", "handshake")
+
+    def __init__(self, handshake: hs.UpstreamHandshake, done: asyncio.Future[None]) -> None:
+        super().__init__()
+        self.handshake = handshake
+        self.done = done
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        transport.write(self.handshake.start())  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        if self.done.done():
+            if not self.done.exception():
+                super().data_received(data)
+            return
+        try:
+            step = self.handshake.receive(data)
+        except hs.HandshakeError as exc:
+            self.done.set_exception(RouteFailed(str(exc)))
+            self.transport.close()
+            return
+        if step.send:
+            self.transport.write(step.send)  # type: ignore[attr-defined]
+        if step.done:
+            self.pending += step.leftover
+            self.transport.pause_reading()  # type: ignore[attr-defined]
+            self.done.set_result(None)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(RouteFailed("upstream closed during the handshake"))
+
+
+async def _connect(
+    factory: type[asyncio.Protocol] | object,
+    host: str,
+    port: int,
+    opts: ConnectOptions,
+    use_tls: bool = False,
+) -> asyncio.Transport:
+    """TCP (optionally TLS) connect; with a mark, the socket is marked before its SYN."""
+    loop = asyncio.get_running_loop()
+    tls = (opts.ssl_context or ssl.create_default_context()) if use_tls else None
+    server_hostname = host if use_tls else None
+    if opts.mark is None:
+        transport, _ = await loop.create_connection(
+            factory,
+            host,
+            port,
+            ssl=tls,
+            server_hostname=server_hostname,  # type: ignore[arg-type]
+        )
+        return transport  # type: ignore[return-value]
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    last: OSError = OSError(f"{host} does not resolve")
+    for family, type_, proto, _canon, addr in infos:
+        sock = socket.socket(family, type_, proto)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, opts.mark)
+            await loop.sock_connect(sock, addr)
+        except OSError as exc:
+            sock.close()
+            last = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        transport, _ = await loop.create_connection(
+            factory,
+            sock=sock,
+            ssl=tls,
+            server_hostname=server_hostname,  # type: ignore[arg-type]
+        )
+        return transport  # type: ignore[return-value]
+    raise last
+
+
+def _handshake_for(route: Route, host: str, port: int) -> hs.UpstreamHandshake:
+    if route.kind in ("PROXY", "HTTPS"):
+        return hs.http_connect(host, port, route.username, route.password)
+    if route.kind == "SOCKS5":
+        return hs.socks5(host, port, route.username, route.password)
+    return hs.socks4(host, port)
+
+
+async def open_route(
+    route: Route, target_host: str, target_port: int, opts: ConnectOptions
+) -> tuple[asyncio.Transport, bytearray]:
+    """Connect one route to `target_host:target_port`; raises RouteFailed.
+
+    Returns the transport and the live buffer of bytes the upstream sent past its handshake
+    (it may still grow until the relay takes the transport over: read it then).
+    For DIRECT `target_host` must be an IP (the caller decided which one is safe); proxies
+    get the hostname when one is known, so the upstream resolves it.
+    """
+    try:
+        async with asyncio.timeout(opts.timeout):
+            if route.kind == "DIRECT":
+                held = _Held()
+                return await _connect(lambda: held, target_host, target_port, opts), held.pending
+            loop = asyncio.get_running_loop()
+            done: asyncio.Future[None] = loop.create_future()
+            handshake = _handshake_for(route, target_host, target_port)
+            shaking = _Handshaking(handshake, done)
+            transport = await _connect(
+                lambda: shaking,
+                route.host,
+                route.port,
+                opts,
+                use_tls=route.kind == "HTTPS",
+            )
+            try:
+                await done
+            except BaseException:
+                transport.abort()
+                raise
+            return transport, shaking.pending
+    except TimeoutError:
+        raise RouteFailed(f"{route} timed out after {opts.timeout:g}s") from None
+    except hs.HandshakeError as exc:  # raised at construction (e.g. SOCKS4 to IPv6)
+        raise RouteFailed(f"{route}: {exc}") from None
+    except RouteFailed as exc:
+        raise RouteFailed(f"{route}: {exc}") from None
+    except (OSError, ssl.SSLError) as exc:
+        raise RouteFailed(f"{route}: {exc.strerror or exc}") from None

@@ -1,0 +1,83 @@
+"""The relay halves on real loopback sockets: backpressure, half-close, byte counts."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import uvloop
+
+from proxy import relay
+
+
+async def _relay_through(sink_reads: bool) -> dict[str, int]:
+    """client → [relay] → sink; the sink reads or not. Returns buffer and byte figures."""
+    loop = asyncio.get_running_loop()
+    results: dict[str, int] = {"max_buffer": 0}
+    sink_ready: asyncio.Future[asyncio.Transport] = loop.create_future()
+
+    class Sink(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            if not sink_reads:  # uvloop ignores a pause inside connection_made
+                loop.call_soon(transport.pause_reading)  # type: ignore[attr-defined]
+            sink_ready.set_result(transport)  # type: ignore[arg-type]
+
+    sink_server = await loop.create_server(Sink, "127.0.0.1", 0)
+    sink_port = sink_server.sockets[0].getsockname()[1]
+    halves: list[relay.Half] = []
+    lost: list[str] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    class Front(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            async def link() -> None:
+                up, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", sink_port)
+                on_lost = lambda half, exc: lost.append(repr(exc))  # noqa: E731
+                halves.extend(relay.pair(transport, up, on_lost))  # type: ignore[arg-type]
+
+            tasks.append(loop.create_task(link()))
+
+    front = await loop.create_server(Front, "127.0.0.1", 0)
+    port = front.sockets[0].getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    client.setblocking(False)
+    await sink_ready
+    while not halves:  # the front only relays once paired
+        await asyncio.sleep(0.01)
+    chunk = b"x" * 65536
+    sent = 0
+    stalled_for = 0.0
+    total = 64 * 1024 * 1024
+    while sent < total and stalled_for < 1.0:
+        try:
+            sent += client.send(chunk[: total - sent])
+            stalled_for = 0.0
+        except BlockingIOError:
+            await asyncio.sleep(0.05)
+            stalled_for += 0.05
+        if halves:
+            results["max_buffer"] = max(
+                results["max_buffer"], halves[1].transport.get_write_buffer_size()
+            )
+    results["sent"] = sent
+    deadline = loop.time() + 5
+    while sink_reads and halves and halves[0].nbytes < sent and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    results["relayed"] = halves[0].nbytes if halves else 0
+    client.close()
+    front.close()
+    sink_server.close()
+    return results
+
+
+def test_slow_reader_bounds_the_proxy_buffer() -> None:
+    figures = uvloop.run(_relay_through(sink_reads=False))
+    # The client is stopped long before 64 MiB: the relay paused reading from it.
+    assert figures["sent"] < 16 * 1024 * 1024
+    assert figures["max_buffer"] <= relay.WRITE_HIGH_WATER + 512 * 1024
+
+
+def test_fast_reader_moves_everything() -> None:
+    figures = uvloop.run(_relay_through(sink_reads=True))
+    assert figures["sent"] == 64 * 1024 * 1024
+    assert figures["relayed"] == figures["sent"]
