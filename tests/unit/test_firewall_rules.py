@@ -1,0 +1,360 @@
+"""The rule text, checked without a kernel: what must be there, in which order, and what never.
+
+The e2e tests (tests/e2e/test_firewall.py) prove the same rules on real packets; these pin
+the properties that would otherwise only show up as a silent hole.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from rules.firewall import (
+    CHAINS,
+    GUARD_FWD,
+    GUARD_OUT,
+    NAT_OUT,
+    NAT_PRE,
+    FirewallError,
+    FirewallSpec,
+    SavedState,
+    chain_rules,
+    iptables_restore,
+    iptables_script,
+    multiport_chunks,
+    nft_ruleset,
+    parse_saved,
+    resolvers_from_resolv_conf,
+)
+
+EMPTY = SavedState({}, {})
+
+FULL = FirewallSpec(
+    ports=((80, 80), (443, 443), (8000, 8100)),
+    proxy_port=15001,
+    exclude_uids=(1001,),
+    from_interfaces=("br0",),
+    block_unredirected=True,
+    dns_servers=("203.0.113.53", "2001:db8::53"),
+    upstreams=(("198.51.100.7", 3128), ("2001:db8::7", 8080)),
+)
+
+
+def lines(text: str, prefix: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(prefix)]
+
+
+def chain_lines(text: str, chain: str) -> list[str]:
+    return lines(text, f"-A {chain} ")
+
+
+# ---------------------------------------------------------------- spec validation
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"mark": 0},  # every unmarked packet has mark 0: it would exempt everything
+        {"mark": 2**32},
+        {"proxy_port": 0},
+        {"ports": ((443, 80),)},
+        {"ports": ((0, 80),)},
+        {"ports": ((80, 65536),)},
+        {"from_interfaces": ("br0 -j ACCEPT",)},  # injection into the restore text
+        {"from_interfaces": ("br0\n-A OUTPUT",)},
+        {"from_interfaces": ("lo",)},
+        {"from_interfaces": ("a-very-long-interface-name",)},
+        {"dns_servers": ("resolver.example",)},
+        {"upstreams": (("proxy.example", 3128),)},
+        {"upstreams": (("198.51.100.7", 0),)},
+        {"exclude_uids": (-1,)},
+        {"ipv6": "maybe"},
+    ],
+)
+def test_unsafe_specs_are_refused(kwargs: dict) -> None:
+    with pytest.raises(FirewallError):
+        FirewallSpec(**kwargs)
+
+
+# ---------------------------------------------------------------- nat
+
+
+def test_nat_output_order_loopback_then_exemptions_then_redirect() -> None:
+    v4 = iptables_restore(FULL, "ipv4", EMPTY)
+    rules = chain_lines(v4, NAT_OUT)
+    assert rules[0].startswith(f"-A {NAT_OUT} -d 127.0.0.0/8 ")
+    assert "-m mark --mark 0x4147 " in rules[1] and rules[1].endswith("-j RETURN")
+    assert "-m owner --uid-owner 1001 " in rules[2] and rules[2].endswith("-j RETURN")
+    assert rules[3].endswith("-j REDIRECT --to-ports 15001")
+    assert "--dports 80,443,8000:8100 " in rules[3]
+    assert len(rules) == 4
+    # loopback is matched by destination, never by `-o lo` (every local address is -o lo)
+    assert not any("-o lo" in r for r in rules)
+
+
+def test_ipv6_gets_the_same_redirect() -> None:
+    v6 = iptables_restore(FULL, "ipv6", EMPTY)
+    rules = chain_lines(v6, NAT_OUT)
+    assert rules[0].startswith(f"-A {NAT_OUT} -d ::1/128 ")
+    assert rules[-1].endswith("-j REDIRECT --to-ports 15001")
+    assert "--dports 80,443,8000:8100 " in rules[-1]
+
+
+def test_all_ports_redirects_all_tcp() -> None:
+    spec = FirewallSpec(ports=None)
+    for family in ("ipv4", "ipv6"):
+        rules = chain_lines(iptables_restore(spec, family, EMPTY), NAT_OUT)
+        assert rules[-1].startswith(f"-A {NAT_OUT} -p tcp -m comment")
+        assert "multiport" not in rules[-1]
+
+
+def test_no_ports_redirects_nothing() -> None:
+    rules = chain_lines(iptables_restore(FirewallSpec(ports=()), "ipv4", EMPTY), NAT_OUT)
+    assert not any("REDIRECT" in r for r in rules)
+
+
+def test_from_interface_redirects_in_prerouting() -> None:
+    rules = chain_lines(iptables_restore(FULL, "ipv4", EMPTY), NAT_PRE)
+    assert rules == [
+        f"-A {NAT_PRE} -i br0 -p tcp -m multiport --dports 80,443,8000:8100 -m comment"
+        ' --comment "transparent ports from br0 to the proxy" -j REDIRECT --to-ports 15001'
+    ]
+
+
+def test_multiport_chunks_cover_every_port_within_15_slots() -> None:
+    ports = (*((p, p) for p in range(1000, 1040, 2)), (2000, 2010), (3000, 3005))
+    chunks = multiport_chunks(ports)
+    for chunk in chunks:
+        assert sum(1 if lo == hi else 2 for lo, hi in chunk) <= 15
+    covered = {p for chunk in chunks for lo, hi in chunk for p in range(lo, hi + 1)}
+    wanted = {p for lo, hi in ports for p in range(lo, hi + 1)}
+    assert covered == wanted
+    rules = chain_lines(iptables_restore(FirewallSpec(ports=ports), "ipv4", EMPTY), NAT_OUT)
+    assert sum("REDIRECT" in r for r in rules) == len(chunks) > 1
+
+
+def test_multiport_chunks_merge_overlaps() -> None:
+    assert multiport_chunks(((80, 90), (85, 100), (101, 101))) == [((80, 101),)]
+
+
+# ---------------------------------------------------------------- guard
+
+
+def test_guard_order() -> None:
+    rules = chain_lines(iptables_restore(FULL, "ipv4", EMPTY), GUARD_OUT)
+    text = [r.split(" -m comment")[0] + " " + r.split(" -j ")[-1] for r in rules]
+    assert text == [
+        f"-A {GUARD_OUT} -m mark --mark 0x4147 RETURN",
+        f"-A {GUARD_OUT} -m owner --uid-owner 1001 RETURN",
+        f"-A {GUARD_OUT} -m conntrack --ctstate ESTABLISHED --ctdir REPLY RETURN",
+        f"-A {GUARD_OUT} -p tcp -m conntrack --ctorigdst 198.51.100.7 --ctorigdstport 3128"
+        " REJECT --reject-with tcp-reset",
+        f"-A {GUARD_OUT} -o lo RETURN",
+        f"-A {GUARD_OUT} -p tcp -m multiport --dports 80,443,8000:8100"
+        " REJECT --reject-with tcp-reset",
+        f"-A {GUARD_OUT} -p tcp RETURN",
+        f"-A {GUARD_OUT} -d 203.0.113.53 -p udp --dport 53 RETURN",
+        f"-A {GUARD_OUT} -p icmp -m conntrack --ctstate RELATED RETURN",
+        f"-A {GUARD_OUT} -p tcp REJECT --reject-with tcp-reset",
+        f"-A {GUARD_OUT} REJECT --reject-with icmp-admin-prohibited",
+    ]
+
+
+def test_guard_ipv6_has_its_own_addresses_and_link_icmpv6() -> None:
+    v6 = iptables_restore(FULL, "ipv6", EMPTY)
+    rules = chain_lines(v6, GUARD_OUT)
+    assert any("--ctorigdst 2001:db8::7 --ctorigdstport 8080" in r for r in rules)
+    assert not any("198.51.100.7" in r or "203.0.113.53" in r for r in rules)
+    assert any("-d 2001:db8::53 -p udp --dport 53" in r for r in rules)
+    for icmp_type in ("neighbour-solicitation", "neighbour-advertisement"):
+        assert any(f"--icmpv6-type {icmp_type} " in r for r in rules)
+    assert not any("echo-request" in r for r in rules)
+    assert rules[-1].endswith("-j REJECT --reject-with icmp6-adm-prohibited")
+
+
+def test_forward_guard_only_for_the_given_interfaces_and_without_exemptions() -> None:
+    rules = chain_lines(iptables_restore(FULL, "ipv4", EMPTY), GUARD_FWD)
+    assert rules and all(r.startswith(f"-A {GUARD_FWD} -i br0 ") for r in rules)
+    assert not any("--mark" in r or "--uid-owner" in r or "-o lo" in r for r in rules)
+    assert rules[-1].endswith("-j REJECT --reject-with icmp-admin-prohibited")
+
+
+def test_all_ports_guard_rejects_every_unredirected_tcp() -> None:
+    spec = FirewallSpec(ports=None, block_unredirected=True)
+    rules = chain_lines(iptables_restore(spec, "ipv4", EMPTY), GUARD_OUT)
+    first_tcp = next(r for r in rules if "-p tcp" in r and "conntrack" not in r)
+    assert first_tcp.endswith("REJECT --reject-with tcp-reset")
+
+
+def test_without_guard_no_filter_table_is_touched() -> None:
+    text = iptables_restore(FirewallSpec(), "ipv4", EMPTY)
+    assert "*filter" not in text and "*nat" in text
+
+
+def test_ipv6_drop_rejects_all_ipv6_and_keeps_ipv4_redirect() -> None:
+    spec = FirewallSpec(ipv6="drop")
+    v6 = iptables_restore(spec, "ipv6", EMPTY)
+    assert "*nat" not in v6
+    rules = chain_lines(v6, GUARD_OUT)
+    assert rules[-1].endswith("-j REJECT --reject-with icmp6-adm-prohibited")
+    assert not any("-p tcp -j RETURN" in r or "other TCP" in r for r in rules)
+    v4 = iptables_restore(spec, "ipv4", EMPTY)
+    assert "*filter" not in v4 and "REDIRECT" in v4
+
+
+def test_ipv6_absent_writes_nothing_for_ipv6() -> None:
+    assert iptables_restore(FirewallSpec(ipv6="absent"), "ipv6", EMPTY) == ""
+    assert chain_rules(FirewallSpec(ipv6="absent"), "ipv6") == {}
+
+
+def test_lockdown_rejects_everything_but_loopback() -> None:
+    spec = FULL.as_lockdown()
+    for family in ("ipv4", "ipv6"):
+        text = iptables_restore(spec, family, EMPTY)
+        assert "*nat" not in text
+        out = chain_lines(text, GUARD_OUT)
+        assert [r.split(" -m comment")[0] for r in out] == [
+            f"-A {GUARD_OUT} -o lo",
+            f"-A {GUARD_OUT} -p tcp",
+            f"-A {GUARD_OUT}",
+        ]
+        fwd = chain_lines(text, GUARD_FWD)
+        assert all("-i br0" in r and "REJECT" in r for r in fwd) and fwd
+
+
+# ---------------------------------------------------------------- state: apply twice, remove
+
+
+SAVED = """# Generated by iptables-save v1.8.9 (nf_tables)
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:AIRGAP-GUARD-FWD - [0:0]
+:AIRGAP-GUARD-OUT - [0:0]
+-A FORWARD -j AIRGAP-GUARD-FWD
+-A OUTPUT -j AIRGAP-GUARD-OUT
+-A OUTPUT -p udp -m udp --dport 9 -j ACCEPT
+-A AIRGAP-GUARD-OUT -o lo -j RETURN
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:AIRGAP-NAT-OUT - [0:0]
+-A OUTPUT -j AIRGAP-NAT-OUT
+-A OUTPUT -d 10.0.0.1/32 -j AIRGAP-NAT-OUT
+COMMIT
+"""
+
+
+def test_parse_saved_finds_our_chains_and_every_jump() -> None:
+    state = parse_saved(SAVED)
+    assert state.chains == {"filter": {GUARD_FWD, GUARD_OUT}, "nat": {NAT_OUT}}
+    assert state.jumps == {
+        "filter": [("FORWARD", f"-j {GUARD_FWD}"), ("OUTPUT", f"-j {GUARD_OUT}")],
+        "nat": [("OUTPUT", f"-j {NAT_OUT}"), ("OUTPUT", f"-d 10.0.0.1/32 -j {NAT_OUT}")],
+    }
+    assert not state.empty and EMPTY.empty
+
+
+def test_apply_over_an_earlier_apply_replaces_it() -> None:
+    text = iptables_restore(FirewallSpec(block_unredirected=True), "ipv4", parse_saved(SAVED))
+    filter_part, nat_part = text.split("*nat")
+    # every old jump is deleted (duplicates too), then exactly one is inserted at the top
+    assert lines(filter_part, "-D ") == [
+        f"-D FORWARD -j {GUARD_FWD}",
+        f"-D OUTPUT -j {GUARD_OUT}",
+    ]
+    assert lines(filter_part, "-I ") == [f"-I OUTPUT 1 -j {GUARD_OUT}"]
+    # the forward guard is no longer wanted: flushed and deleted
+    assert f":{GUARD_FWD} - [0:0]\n-X {GUARD_FWD}" in filter_part
+    assert lines(nat_part, "-D ") == [
+        f"-D OUTPUT -j {NAT_OUT}",
+        f"-D OUTPUT -d 10.0.0.1/32 -j {NAT_OUT}",
+    ]
+    assert lines(nat_part, "-I ") == [f"-I OUTPUT 1 -j {NAT_OUT}"]
+    # the user's own rule is never touched
+    assert "--dport 9" not in text
+
+
+def test_guard_is_committed_before_redirect_and_removed_after_it() -> None:
+    apply = iptables_restore(FULL, "ipv4", EMPTY)
+    assert apply.index("*filter") < apply.index("*nat")
+    remove = iptables_restore(None, "ipv4", parse_saved(SAVED))
+    assert remove.index("*nat") < remove.index("*filter")
+    assert lines(remove, "-A ") == [] and lines(remove, "-I ") == []
+    ours = (GUARD_FWD, GUARD_OUT, NAT_OUT)
+    assert sorted(lines(remove, "-X ")) == sorted(f"-X {c}" for c in ours)
+
+
+def test_remove_with_nothing_installed_is_a_no_op() -> None:
+    assert iptables_restore(None, "ipv4", EMPTY) == ""
+    assert iptables_script(None, {"ipv4": EMPTY, "ipv6": EMPTY}) == ""
+
+
+def test_script_is_runnable_shell() -> None:
+    script = iptables_script(FULL, {})
+    assert script.startswith("iptables-restore --noflush <<'EOF'\n*filter\n")
+    assert "\nEOF\nip6tables-restore --noflush <<'EOF'\n*filter\n" in script
+    assert script.endswith("COMMIT\nEOF\n")
+
+
+def test_every_chain_is_jumped_to_from_the_top() -> None:
+    text = iptables_restore(FULL, "ipv4", EMPTY)
+    for chain, (_table, builtin) in CHAINS.items():
+        assert f"-I {builtin} 1 -j {chain}" in text
+
+
+# ---------------------------------------------------------------- nft
+
+
+def test_nft_replaces_its_own_table_atomically() -> None:
+    text = nft_ruleset(FULL)
+    assert text.startswith(
+        "table inet airgap_proxy\ndelete table inet airgap_proxy\ntable inet airgap_proxy {\n"
+    )
+    assert nft_ruleset(None) == "table inet airgap_proxy\ndelete table inet airgap_proxy\n"
+    # the guard chains come before the nat chains, and run before iptables-nft's
+    assert text.index("chain guard_output") < text.index("chain nat_output")
+    assert "type nat hook output priority -110;" in text
+    assert "type filter hook output priority -10;" in text
+
+
+def test_nft_every_rule_names_its_family() -> None:
+    text = nft_ruleset(FULL)
+    rules = [
+        line.strip()
+        for line in text.splitlines()
+        if line.startswith("\t\t") and not line.strip().startswith("type ")
+    ]
+    assert rules and all(r.startswith(("meta nfproto ipv4 ", "meta nfproto ipv6 ")) for r in rules)
+    assert 'meta nfproto ipv4 ip daddr 127.0.0.0/8 return comment "loopback stays local"' in rules
+    assert 'meta nfproto ipv6 ip6 daddr ::1/128 return comment "loopback stays local"' in rules
+    assert (
+        "meta nfproto ipv4 tcp dport { 80, 443, 8000-8100 } redirect to :15001"
+        ' comment "transparent ports to the proxy"'
+    ) in rules
+    assert any("ct original ip6 daddr 2001:db8::7 ct original proto-dst 8080" in r for r in rules)
+    assert any(r.startswith('meta nfproto ipv6 iifname "br0" ') for r in rules)
+
+
+def test_nft_ipv6_drop_has_no_ipv6_redirect() -> None:
+    text = nft_ruleset(FirewallSpec(ipv6="drop"))
+    assert "meta nfproto ipv6 tcp dport" not in text
+    assert "meta nfproto ipv4 tcp dport { 80, 443 } redirect" in text
+    assert "meta nfproto ipv6 reject with icmpx type admin-prohibited" in text
+
+
+# ---------------------------------------------------------------- resolv.conf
+
+
+def test_resolvers_from_resolv_conf() -> None:
+    text = (
+        "# Generated by Docker Engine.\n"
+        "nameserver 127.0.0.11\n"
+        "nameserver 203.0.113.53\n"
+        "nameserver fe80::1%eth0\n"
+        "nameserver not-an-ip\n"
+        "options ndots:0\n"
+        "# ExtServers: [host(127.0.0.53) 198.51.100.53 203.0.113.53]\n"
+    )
+    assert resolvers_from_resolv_conf(text) == ("203.0.113.53", "fe80::1", "198.51.100.53")
