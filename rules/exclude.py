@@ -200,6 +200,11 @@ class ExcludeMatcher:
             shown.append(self._everything)
         return f"ExcludeMatcher({shown!r})"
 
+    @property
+    def has_ip_entries(self) -> bool:
+        """True when some entry matches on the destination IP (so an unknown IP matters)."""
+        return bool(self._ip)
+
     def __bool__(self) -> bool:
         return bool(self.entries) or self._everything is not None
 

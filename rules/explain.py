@@ -86,7 +86,7 @@ def explain(policy: Policy, dest_text: str, ip: str | None) -> Decision:
         return policy.decide(Destination(ip=addr or "", port=port, hostname=host))
     if port in SNIFF_PORTS:
         decision = policy.decide(Destination(ip=addr or "", port=port, hostname=host))
-        if addr is None:
+        if addr is None and policy.depends_on_ip:
             return _note(decision, "no --ip given: IP and CIDR entries not checked")
         return decision
     if addr is None:

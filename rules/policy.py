@@ -133,6 +133,14 @@ class Policy:
         """True when a PAC decider is installed; without one, PAC policies REJECT."""
         return self._pac_decider is not None
 
+    @property
+    def depends_on_ip(self) -> bool:
+        """True when a decision may depend on the destination IP, not only on the name.
+
+        A PAC may look at the IP; static rules only when some bypass entry is an address.
+        """
+        return self.uses_pac or self._static.bypass.has_ip_entries
+
     def with_pac_decider(self, decider: PacDecider) -> Policy:
         """The same policy with PAC decisions delegated to `decider`."""
         return Policy(

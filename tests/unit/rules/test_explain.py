@@ -91,6 +91,11 @@ def test_name_on_sniffed_port_without_ip() -> None:
     assert d.reason.endswith("(no --ip given: IP and CIDR entries not checked)")
 
 
+def test_no_ip_note_only_when_ip_matters() -> None:
+    d = explain(policy({"exclude": ["a.example"]}), "example.com:443", None)
+    assert d.reason == "no proxy configured for https: blocked (no exclude entry matched)"
+
+
 def test_name_on_sniffed_port_with_ip() -> None:
     d = explain(policy(), "example.com:80", "10.0.0.7")
     assert (d.action, d.name_based, d.host) == ("DIRECT", False, "example.com")
