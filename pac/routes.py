@@ -6,6 +6,7 @@ string is its richest source; `rules/` builds the same objects from static proxy
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -43,3 +44,208 @@ class Route:
 
 
 DIRECT = Route("DIRECT")
+
+
+# --- Reading a PAC result string -------------------------------------------------------------
+#
+# Two layers (design.md): `parse_pac_result` is Chromium's reading of the string, which the
+# conformance corpus checks; `decide_routes` is our decision on top of it (the block sentinel,
+# and failing closed where Chromium would fall back to DIRECT).
+
+#: PAC type keywords, case-insensitive, as Chromium maps them. `SOCKS` means SOCKS v4 (as in
+#: Chromium and Firefox, unlike some libraries that guess v5); `HTTP` is accepted as `PROXY`.
+_PAC_KEYWORDS: dict[str, RouteKind] = {
+    "direct": "DIRECT",
+    "proxy": "PROXY",
+    "http": "PROXY",
+    "https": "HTTPS",
+    "socks": "SOCKS4",
+    "socks4": "SOCKS4",
+    "socks5": "SOCKS5",
+}
+
+#: Port used when an entry gives none (Chromium's defaults per scheme).
+_DEFAULT_PORTS: dict[RouteKind, int] = {"PROXY": 80, "HTTPS": 443, "SOCKS4": 1080, "SOCKS5": 1080}
+
+# HTTP whitespace as Chromium trims it around entries and between the keyword and host.
+_WS = " \t\r\n\f\v"
+_HOSTNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+
+
+@dataclass(frozen=True, slots=True)
+class DroppedEntry:
+    """A non-empty entry of the result string that does not read as a route, and why."""
+
+    entry: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedResult:
+    """Chromium's reading of a PAC result: the routes in order, plus what was dropped.
+
+    An empty `routes` is what Chromium turns into DIRECT (`chromium_routes`); our layer
+    (`decide_routes`) turns it into REJECT instead.
+    """
+
+    routes: tuple[Route, ...]
+    dropped: tuple[DroppedEntry, ...] = ()
+
+    @property
+    def chromium_routes(self) -> tuple[Route, ...]:
+        """What a browser would try: the routes, or DIRECT when none survived."""
+        return self.routes or (DIRECT,)
+
+    def pac_spelling(self) -> str:
+        """Canonical `;`-joined spelling (the corpus `parsed` field)."""
+        return ";".join(r.pac_spelling() for r in self.chromium_routes)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteVerdict:
+    """Our decision from a PAC result string.
+
+    `routes` are tried in order; when `rejected` is True the connection is refused once they
+    are exhausted (or at once when `routes` is empty). `reason` says why, for logs.
+    """
+
+    routes: tuple[Route, ...]
+    rejected: bool
+    reason: str
+    dropped: tuple[DroppedEntry, ...] = ()
+
+
+def _split_entries(text: str) -> list[str]:
+    """`;`-separated entries, trimmed, empty ones ignored (Chromium's tokenizer)."""
+    return [e.strip(_WS) for e in text.split(";") if e.strip(_WS)]
+
+
+def _parse_port(text: str) -> int | None:
+    """A decimal port 1-65535, or None. Only ASCII digits: no sign, no spaces."""
+    if not text or len(text) > 5 or not all("0" <= c <= "9" for c in text):
+        return None
+    port = int(text)
+    return port if 1 <= port <= 65535 else None
+
+
+def _valid_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return "%" not in text
+
+
+def _parse_host_port(text: str, kind: RouteKind) -> tuple[str, int] | str:
+    """Split `host[:port]` / `[v6][:port]`; returns (host, port) or the reason it is invalid."""
+    if "@" in text:
+        return "credentials are not allowed in a PAC result"
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            return "unterminated IPv6 bracket"
+        host, rest = text[1:end].lower(), text[end + 1 :]
+        if not _valid_ipv6(host):
+            return f"invalid IPv6 address {host!r}"
+        if rest and not rest.startswith(":"):
+            return "unexpected text after the IPv6 address"
+        port_text = rest[1:] if rest else None
+    else:
+        host, sep, port_text_raw = text.rpartition(":")
+        if not sep:
+            host, port_text = text, None
+        else:
+            port_text = port_text_raw
+        host = host.lower()
+        if not host:
+            return "missing host"
+        if ":" in host:
+            return "IPv6 address without brackets"
+        if not set(host) <= _HOSTNAME_CHARS or host.startswith(".") or ".." in host:
+            return f"invalid host {host!r}"
+    if port_text is None:
+        return host, _DEFAULT_PORTS[kind]
+    port = _parse_port(port_text)
+    if port is None:
+        return f"missing or invalid port {port_text!r}"
+    return host, port
+
+
+def _parse_entry(entry: str) -> Route | str:
+    """One trimmed entry -> a Route, or the reason it is dropped."""
+    parts = entry.split(None, 1)
+    keyword = parts[0].lower()
+    kind = _PAC_KEYWORDS.get(keyword)
+    if kind is None:
+        return f"unknown type {parts[0]!r}"
+    rest = parts[1].strip(_WS) if len(parts) > 1 else ""
+    if kind == "DIRECT":
+        return DIRECT if not rest else "DIRECT takes no host"
+    if not rest:
+        return f"{parts[0]} without host:port"
+    if any(c in rest for c in _WS):
+        return "unexpected text after host:port"
+    parsed = _parse_host_port(rest, kind)
+    if isinstance(parsed, str):
+        return parsed
+    return Route(kind, parsed[0], parsed[1])
+
+
+def parse_pac_result(text: str) -> ParsedResult:
+    """Read a FindProxyForURL result as Chromium does.
+
+    Entries are tried in order; malformed ones are dropped (and reported, so `pac-eval`
+    and the proxy's logs can say why a route vanished), never guessed at.
+    """
+    routes: list[Route] = []
+    dropped: list[DroppedEntry] = []
+    for entry in _split_entries(text):
+        parsed = _parse_entry(entry)
+        if isinstance(parsed, Route):
+            routes.append(parsed)
+        else:
+            dropped.append(DroppedEntry(entry, parsed))
+    return ParsedResult(tuple(routes), tuple(dropped))
+
+
+def _is_reject_sentinel(entry: str) -> bool:
+    """True when an entry names `reject.docker.internal`, however malformed.
+
+    Checked before validation so that `PROXY REJECT.docker.internal.`, a missing or
+    invalid port, credentials or an unknown keyword can never turn a block into a drop
+    (and so into DIRECT further down the list).
+    """
+    parts = entry.split(None, 1)
+    if len(parts) < 2:
+        return False
+    target = parts[1].strip(_WS).split(None, 1)[0] if parts[1].strip(_WS) else ""
+    target = target.rpartition("@")[2]
+    bracketed = target.startswith("[")
+    host = target[1:].partition("]")[0] if bracketed else target.partition(":")[0]
+    return host.lower().rstrip(".") == REJECT_HOST
+
+
+def decide_routes(text: str) -> RouteVerdict:
+    """Our decision from a PAC result string (design.md, "PAC result").
+
+    Routes before the sentinel are still tried first; reaching the sentinel, or a list with
+    no usable route at all, means REJECT (Chromium would go DIRECT on an empty list: we
+    fail closed).
+    """
+    routes: list[Route] = []
+    dropped: list[DroppedEntry] = []
+    for entry in _split_entries(text):
+        if _is_reject_sentinel(entry):
+            reason = f"PAC result reaches the block sentinel {REJECT_HOST} ({entry!r})"
+            return RouteVerdict(tuple(routes), True, reason, tuple(dropped))
+        parsed = _parse_entry(entry)
+        if isinstance(parsed, Route):
+            routes.append(parsed)
+        else:
+            dropped.append(DroppedEntry(entry, parsed))
+    if not routes:
+        why = "empty" if not dropped else "no valid entry"
+        return RouteVerdict(
+            (), True, f"PAC result has no usable route ({why}: {text!r})", tuple(dropped)
+        )
+    return RouteVerdict(tuple(routes), False, f"PAC result {text!r}", tuple(dropped))
