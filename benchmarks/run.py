@@ -1,0 +1,665 @@
+"""The benchmark suite: `python3 benchmarks/run.py [--quick] [--json FILE]`, as root.
+
+It re-executes itself in a private network + mount + PID namespace (`unshare`), so the
+addresses, the iptables rule, the sysctls and every process it starts die with the run.
+There it starts the origins (nginx for HTTP when installed, else a Python fallback; a
+threaded Python bulk origin; a uvloop hold origin), airgap-proxy (`--workers 1`) and, when
+installed, pproxy (`redir://`, on uvloop) as the peer, and runs every scenario against
+each target in turn, repetition by repetition:
+
+- baseline: no redirect rule, the client talks to the origin directly;
+- airgap: the load group's TCP to 203.0.113.0/24 is REDIRECTed to airgap-proxy;
+- pproxy: the same rule, to pproxy;
+- airgap-splice: airgap-proxy `--splice`, bulk only, when the CLI has the flag.
+
+The proxies run pinned to one core and the load (client and origins) to the other, as the
+issue's targets are measured. It prints a markdown table of medians and ratios on stdout
+(progress on stderr) and writes every run's numbers to `--json`. The exit status is 0 when
+every baseline and airgap run produced a valid measurement, 1 when one did not (a broken
+proxy or rig), 2 for a usage error; slow numbers never fail it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import report, rig
+from benchmarks.report import BASE, OURS, PEER, SPLICE
+
+GIB = 1 << 30
+MIB = 1 << 20
+AIRGAP_PORT = 15101
+SPLICE_PORT = 15102
+PPROXY_PORT = 15103
+NGINX_TEMPLATE = """\
+worker_processes 1;
+master_process off;
+daemon off;
+pid {workdir}/nginx.pid;
+error_log {workdir}/nginx-error.log warn;
+worker_rlimit_nofile 20000;
+events {{ worker_connections 16384; multi_accept on; }}
+http {{
+    access_log off;
+    client_body_temp_path {workdir}/nginx-body;
+    proxy_temp_path {workdir}/nginx-proxy;
+    fastcgi_temp_path {workdir}/nginx-fastcgi;
+    uwsgi_temp_path {workdir}/nginx-uwsgi;
+    scgi_temp_path {workdir}/nginx-scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    server {{
+        listen {ip}:80 backlog=8192 reuseport;
+        server_name _;
+        default_type text/plain;
+        location / {{ return 200 "hello from the benchmark origin\\n"; }}
+    }}
+}}
+"""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes and durations of one run of the suite (`--quick` or full)."""
+
+    reps: int
+    bulk_1_bytes: int
+    bulk_8_bytes: int  # per connection
+    wrk_seconds: int
+    conn_rate_conns: int
+    keepalive_conns: int
+    idle_conns: int
+
+
+FULL = Settings(reps=3, bulk_1_bytes=GIB, bulk_8_bytes=GIB, wrk_seconds=5,
+                conn_rate_conns=32, keepalive_conns=64, idle_conns=5000)  # fmt: skip
+QUICK = Settings(reps=2, bulk_1_bytes=128 * MIB, bulk_8_bytes=32 * MIB, wrk_seconds=1,
+                 conn_rate_conns=32, keepalive_conns=64, idle_conns=500)  # fmt: skip
+
+
+class RunError(RuntimeError):
+    """One measurement failed or came back invalid (wrong byte count, HTTP errors)."""
+
+
+@dataclass
+class Target:
+    """Something the load can go through: nothing (baseline) or a proxy on a port."""
+
+    name: str
+    port: int | None
+    start: Callable[[], rig.Proc] | None = None
+    proc: rig.Proc | None = None
+    restarts: int = 0
+
+    def ensure_running(self) -> None:
+        if self.start is None:
+            return
+        if self.proc is None or not self.proc.alive():
+            if self.proc is not None:
+                self.restarts += 1
+            self.proc = self.start()
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+
+@dataclass
+class Suite:
+    settings: Settings
+    workdir: Path
+    procs: rig.Processes
+    redirect: rig.Redirect
+    placement: rig.Placement
+    airgap_args: list[str] = field(default_factory=list)
+    results: dict[str, dict[str, list[dict[str, float]]]] = field(default_factory=dict)
+    errors: list[dict[str, str]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    # ----------------------------------------------------------------- processes
+
+    def start_origins(self) -> None:
+        """nginx for HTTP when it is installed (a C origin: the proxy is what is measured)."""
+        nginx = shutil.which("nginx") or (
+            "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+        )
+        origins_cmd = [*self.placement.load(), rig.python(), str(rig.BENCH_DIR / "origins.py")]
+        if nginx is None:
+            origins_cmd.append("--http")
+            self.info["http_origin"] = "Python fallback (uvloop; nginx is not installed)"
+        origins = self.procs.start("origins", origins_cmd, stdout_pipe=True)
+        assert origins.popen.stdout is not None
+        line = _readline(origins.popen.stdout, 20)
+        if line.strip() != "READY":
+            raise rig.RigError(f"origins did not start: {line!r}\n{origins.log_tail()}")
+        if nginx is not None:
+            conf = self.workdir / "nginx.conf"
+            conf.write_text(NGINX_TEMPLATE.format(workdir=self.workdir, ip=rig.HTTP_IP))
+            version = subprocess.run([nginx, "-v"], capture_output=True, text=True).stderr
+            self.info["http_origin"] = version.strip().replace("nginx version: ", "")
+            proc = self.procs.start(
+                "nginx", [*self.placement.load(), nginx, "-c", str(conf), "-e", "stderr"]
+            )
+            rig.wait_listening(proc, 80, rig.HTTP_IP)
+
+    def airgap_cmd(self, port: int, *extra: str) -> list[str]:
+        config = self.workdir / "admin-settings.json"
+        if not config.exists():
+            config.write_text(
+                json.dumps(
+                    {
+                        "configurationFileVersion": 2,
+                        "containersProxy": {
+                            "locked": True,
+                            "mode": "manual",
+                            "http": "",
+                            "https": "",
+                            "exclude": rig.HTTP_NAME,
+                            "transparentPorts": "80,443",
+                        },
+                    }
+                )
+            )
+            config.chmod(0o600)
+        return [
+            *self.placement.proxy(), rig.python(), "-m", "proxy.cli", "run",
+            "--config", str(config), "--listen", f"127.0.0.1:{port}", "--workers", "1",
+            "--log-format", "json", "--log-level", "warning", *self.airgap_args, *extra,
+        ]  # fmt: skip
+
+    def start_airgap(self, name: str, port: int, *extra: str) -> rig.Proc:
+        proc = self.procs.start(name, self.airgap_cmd(port, *extra), cwd=rig.REPO)
+        rig.wait_listening(proc, port)
+        return proc
+
+    def start_pproxy(self) -> rig.Proc:
+        cmd = [
+            *self.placement.proxy(), rig.python(), str(rig.BENCH_DIR / "pproxy_uvloop.py"),
+            "-l", f"redir://127.0.0.1:{PPROXY_PORT}",
+        ]  # fmt: skip
+        proc = self.procs.start("pproxy", cmd)
+        rig.wait_listening(proc, PPROXY_PORT)
+        return proc
+
+    def restart(self, target: Target) -> None:
+        """A fresh proxy process (the memory scenario measures growth from a clean heap)."""
+        if target.proc is not None:
+            self.procs.stop(target.proc)
+            target.proc = None
+        target.ensure_running()
+
+    # ----------------------------------------------------------------- one measurement
+
+    def _load_env(self) -> dict[str, Any]:
+        """subprocess arguments that put a load process in the redirected group."""
+        return {"group": rig.LOAD_GID, "extra_groups": []}
+
+    def _cpu(self, target: Target) -> float | None:
+        return rig.cpu_seconds(target.pid) if target.pid is not None else None
+
+    def bulk(self, target: Target, conns: int, nbytes: int) -> dict[str, float]:
+        """Download `nbytes` on each of `conns` connections; MiB/s and proxy CPU per GiB."""
+        cmd = [
+            *self.placement.load(), rig.python(), str(rig.BENCH_DIR / "loadgen.py"), "bulk",
+            "--conns", str(conns), "--bytes", str(nbytes),
+        ]  # fmt: skip
+        timeout = 60 + conns * nbytes / (20 * MIB)  # a floor of 20 MiB/s, or it is broken
+        cpu0 = self._cpu(target)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, **self._load_env()
+        )
+        cpu1 = self._cpu(target)
+        if proc.returncode != 0:
+            raise RunError(f"bulk load failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        if not out["ok"] or out["bytes"] != conns * nbytes:
+            raise RunError(f"bulk: {out['bytes']} bytes arrived of {conns * nbytes}")
+        result = {"mib_s": out["bytes"] / MIB / out["seconds"], "seconds": out["seconds"]}
+        if cpu0 is not None and cpu1 is not None:
+            result["cpu_s"] = cpu1 - cpu0
+            result["cpu_s_per_gib"] = (cpu1 - cpu0) / (out["bytes"] / GIB)
+        return result
+
+    def wrk(self, target: Target, conns: int, close: bool) -> dict[str, float]:
+        """wrk against the HTTP origin by name (so the proxy sniffs Host and decides)."""
+        seconds = self.settings.wrk_seconds
+        cmd = [
+            *self.placement.load(), "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency",
+            "--timeout", "5s",
+        ]  # fmt: skip
+        if close:
+            cmd += ["-H", "Connection: close"]
+        cmd.append(f"http://{rig.HTTP_NAME}/")
+        cpu0 = self._cpu(target)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=seconds + 30, **self._load_env()
+        )
+        cpu1 = self._cpu(target)
+        if proc.returncode != 0:
+            raise RunError(f"wrk failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+        result = parse_wrk(proc.stdout)
+        if result["requests"] == 0:
+            raise RunError(f"wrk made no request:\n{proc.stdout}")
+        bad = result["errors"] + result["non_2xx"]
+        if result["non_2xx"] > 0 or bad > 0.01 * result["requests"]:
+            raise RunError(
+                f"wrk: {result['non_2xx']:.0f} non-2xx and {result['errors']:.0f} socket "
+                f"errors in {result['requests']:.0f} requests:\n{proc.stdout}"
+            )
+        if cpu0 is not None and cpu1 is not None:
+            result["cpu_s"] = cpu1 - cpu0
+            result["cpu_us_per_req"] = (cpu1 - cpu0) * 1e6 / result["requests"]
+        return result
+
+    def hold(self, target: Target, conns: int) -> dict[str, float]:
+        """RSS growth of a fresh proxy per idle relayed connection, `conns` at once."""
+        self.restart(target)
+        assert target.pid is not None
+        self._hold_once(target, min(100, conns), measure=False)  # warm the code paths
+        time.sleep(0.3)
+        rss0 = rig.rss_kib(target.pid)
+        rss1 = self._hold_once(target, conns, measure=True)
+        return {
+            "rss_before_kib": rss0,
+            "rss_after_kib": rss1,
+            "kib_per_conn": (rss1 - rss0) / conns,
+        }
+
+    def _hold_once(self, target: Target, conns: int, measure: bool) -> float:
+        assert target.pid is not None
+        cmd = [
+            *self.placement.load(), rig.python(), str(rig.BENCH_DIR / "loadgen.py"), "hold",
+            "--conns", str(conns), "--max-seconds", "120",
+        ]  # fmt: skip
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, **self._load_env(),
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None and proc.stdin is not None
+            line = _readline(proc.stdout, 100)
+            if not line.startswith("READY"):
+                err = proc.stderr.read() if proc.poll() is not None and proc.stderr else ""
+                raise RunError(f"hold: {conns} connections did not come up: {line!r} {err}")
+            rss = 0.0
+            if measure:
+                time.sleep(1.0)  # let every relay settle into its idle state
+                rss = float(rig.rss_kib(target.pid))
+                if target.proc is not None:
+                    target.proc.check_alive()
+            proc.stdin.write("close\n")
+            proc.stdin.flush()
+            proc.wait(30)
+            return rss
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+
+    # ----------------------------------------------------------------- scenarios
+
+    def scenario(
+        self,
+        name: str,
+        targets: list[Target],
+        measure: Callable[[Target], dict[str, float]],
+    ) -> None:
+        """Each repetition runs every target once, in turn (baseline first), so slow drift
+        of the machine spreads over all targets instead of biasing one."""
+        per_target = self.results.setdefault(name, {})
+        for rep in range(self.settings.reps):
+            for target in targets:
+                label = f"{name} [{target.name}] rep {rep + 1}/{self.settings.reps}"
+                try:
+                    target.ensure_running()
+                    self.redirect.to(target.port)
+                    result = measure(target)
+                    if target.proc is not None:
+                        target.proc.check_alive()
+                except (RunError, rig.RigError, subprocess.TimeoutExpired, OSError) as exc:
+                    log(f"{label}: ERROR {exc}")
+                    self.errors.append({"run": label, "target": target.name, "error": str(exc)})
+                    continue
+                finally:
+                    self.redirect.to(None)
+                per_target.setdefault(target.name, []).append(result)
+                log(f"{label}: " + ", ".join(f"{k}={v:.4g}" for k, v in result.items()))
+
+
+def parse_wrk(text: str) -> dict[str, float]:
+    """Requests/s, latency percentiles (ms) and error counts from wrk's `--latency` output."""
+    out: dict[str, float] = {"errors": 0.0, "non_2xx": 0.0}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    out["rps"] = float(m.group(1)) if m else 0.0
+    m = re.search(r"(\d+) requests in ([\d.]+)(\w+),", text)
+    out["requests"] = float(m.group(1)) if m else 0.0
+    for pct, key in (("50", "p50_ms"), ("99", "p99_ms")):
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.M)
+        if m:
+            scale = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[m.group(2)]
+            out[key] = float(m.group(1)) * scale
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if m:
+        out["errors"] = float(sum(int(x) for x in m.groups()))
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    if m:
+        out["non_2xx"] = float(m.group(1))
+    return out
+
+
+def _readline(stream: Any, timeout: float) -> str:
+    """One line from a child's stdout, or "" when none comes within `timeout` seconds."""
+    ready, _, _ = select.select([stream], [], [], timeout)
+    if not ready:
+        return ""
+    line = stream.readline()
+    return line.decode() if isinstance(line, bytes) else line
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- PAC
+
+
+def pac_results(quick: bool, workdir: Path) -> tuple[dict[str, float] | None, str]:
+    """PAC decisions/s from `benchmarks/pac_bench.py` (written separately), when present."""
+    script = rig.BENCH_DIR / "pac_bench.py"
+    if not script.exists():
+        return None, "not available yet (benchmarks/pac_bench.py is not there)"
+    out_file = workdir / "pac.json"
+    cmd = [*rig.Placement.detect().proxy(), rig.python(), str(script), "--json", str(out_file)]
+    if quick:
+        cmd.append("--quick")
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=rig.REPO)
+    except subprocess.TimeoutExpired:
+        return None, "pac_bench.py timed out"
+    if proc.returncode != 0 or not out_file.exists():
+        return None, f"pac_bench.py failed ({proc.returncode}): {proc.stderr.strip()[-300:]}"
+    data = json.loads(out_file.read_text())
+    found: dict[str, float] = {}
+    _find_rates(data, found)
+    if not found:
+        return None, "pac_bench.py gave no cold/cached decisions-per-second figure"
+    return found, "benchmarks/pac_bench.py"
+
+
+def _find_rates(data: object, found: dict[str, float], path: str = "") -> None:
+    """The first numeric `...cold...per_s`/`...cached...per_s` figures in pac_bench's JSON."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            _find_rates(value, found, f"{path}.{key}".lower())
+    elif isinstance(data, int | float) and ("per_s" in path or "per_sec" in path):
+        for kind in ("cold", "cached"):
+            if kind in path:
+                found.setdefault(f"{kind}_per_s", float(data))
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def machine_info() -> dict[str, Any]:
+    """What the numbers were measured on (the README's table names the machine)."""
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem_kib = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    versions: dict[str, str] = {"python": platform.python_version()}
+    for module in ("uvloop", "pproxy"):
+        with contextlib.suppress(Exception):
+            from importlib.metadata import version
+
+            versions[module] = version(module)
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, timeout=5)
+        versions["wrk"] = (wrk.stdout or wrk.stderr).split(" [")[0].strip()
+    commit = ""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        commit = subprocess.run(
+            ["git", "-C", str(rig.REPO), "describe", "--always", "--dirty"],
+            capture_output=True, text=True, timeout=5,
+        ).stdout.strip()  # fmt: skip
+    return {
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "memory_gib": round(mem_kib / (1 << 20), 1),
+        "kernel": platform.release(),
+        "versions": versions,
+        "commit": commit,
+    }
+
+
+def run_suite(args: argparse.Namespace) -> int:
+    settings = QUICK if args.quick else FULL
+    if args.reps:
+        settings = Settings(**{**asdict(settings), "reps": args.reps})
+    if args.idle_conns:
+        settings = Settings(**{**asdict(settings), "idle_conns": args.idle_conns})
+    for tool in ("wrk", "iptables", "ip"):
+        if shutil.which(tool) is None:
+            log(f"{tool} is not installed (apt-get install wrk iptables iproute2)")
+            return 1
+    workdir = Path(tempfile.mkdtemp(prefix="airgap-bench-"))
+    procs = rig.Processes(workdir)
+    redirect = rig.Redirect()
+    placement = rig.Placement.detect()
+    suite = Suite(settings, workdir, procs, redirect, placement, airgap_args=args.airgap_arg)
+    started = time.monotonic()
+    status = 1
+    try:
+        rig.setup_namespace(workdir)
+        redirect.install()
+        suite.info.update(machine_info())
+        suite.info["placement"] = (
+            f"proxy on CPU {placement.proxy_core}, load (client + origins) on CPU "
+            f"{placement.load_core}"
+            if placement.proxy_core is not None
+            else "not pinned (fewer than 2 CPUs)"
+        )
+        log(f"workdir {workdir}; {suite.info['placement']}")
+        suite.start_origins()
+        log(f"HTTP origin: {suite.info['http_origin']}")
+
+        base = Target(BASE, None)
+        ours = Target(OURS, AIRGAP_PORT, lambda: suite.start_airgap("airgap", AIRGAP_PORT))
+        targets = [base, ours]
+        if importlib_available("pproxy") and not args.no_pproxy:
+            targets.append(Target(PEER, PPROXY_PORT, suite.start_pproxy))
+        else:
+            suite.info["pproxy"] = "not installed: no peer column"
+        bulk_targets = list(targets)
+        if "--splice" in airgap_help():
+            bulk_targets.append(
+                Target(
+                    SPLICE,
+                    SPLICE_PORT,
+                    lambda: suite.start_airgap("airgap-splice", SPLICE_PORT, "--splice"),
+                )
+            )
+        for target in bulk_targets:
+            target.ensure_running()
+
+        # Warm-up (not recorded): first connections, name lookups, page faults.
+        for target in bulk_targets:
+            redirect.to(target.port)
+            try:
+                suite.bulk(target, 1, 16 * MIB)
+                if target in targets:
+                    suite.wrk(target, 8, close=True)
+            except (RunError, subprocess.TimeoutExpired) as exc:
+                log(f"warm-up [{target.name}]: {exc}")
+            finally:
+                redirect.to(None)
+
+        s = settings
+        suite.scenario("bulk_1", bulk_targets, lambda t: suite.bulk(t, 1, s.bulk_1_bytes))
+        suite.scenario("bulk_8", bulk_targets, lambda t: suite.bulk(t, 8, s.bulk_8_bytes))
+        suite.scenario("conn_rate", targets, lambda t: suite.wrk(t, s.conn_rate_conns, True))
+        suite.scenario("latency_1", targets, lambda t: suite.wrk(t, 1, True))
+        suite.scenario("keepalive", targets, lambda t: suite.wrk(t, s.keepalive_conns, False))
+        suite.scenario(
+            "memory",
+            [t for t in targets if t.port is not None],
+            lambda t: suite.hold(t, s.idle_conns),
+        )
+        for target in bulk_targets:
+            if target.restarts:
+                suite.errors.append(
+                    {"run": "all", "target": target.name, "error": f"restarted {target.restarts}x"}
+                )
+
+        pac, pac_source = pac_results(args.quick, workdir)
+        suite.info["pac"] = pac_source
+        if pac is not None:
+            suite.results["pac"] = {OURS: [pac]}
+        log(f"PAC: {pac_source}")
+
+        table = report.rows(s.idle_conns, s.conn_rate_conns, s.keepalive_conns)
+        summary = report.summarize(suite.results, table)
+        with_splice = SPLICE in suite.results.get("bulk_1", {})
+        print(render(suite, summary, with_splice, time.monotonic() - started))
+        fatal = [e for e in suite.errors if e["target"] in (BASE, OURS)]
+        status = 1 if fatal else 0
+        if args.json:
+            payload = {
+                "quick": args.quick,
+                "settings": asdict(settings),
+                "info": suite.info,
+                "summary": summary,
+                "runs": suite.results,
+                "errors": suite.errors,
+                "seconds": round(time.monotonic() - started, 1),
+                "status": status,
+            }
+            Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
+        return status
+    except (rig.RigError, subprocess.SubprocessError, OSError) as exc:
+        log(f"the suite itself failed: {exc}")
+        traceback.print_exc()
+        return 1
+    finally:
+        procs.stop_all()
+        with contextlib.suppress(Exception):
+            redirect.remove()
+        if status == 0 and not args.keep_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            log(f"logs kept in {workdir}")
+
+
+def render(suite: Suite, summary: list[dict[str, object]], with_splice: bool, secs: float) -> str:
+    info = suite.info
+    s = suite.settings
+    lines = [
+        f"## airgap-proxy benchmarks ({'quick' if s.reps < 3 else 'full'} run, "
+        f"{s.reps} repetitions, medians)",
+        "",
+        f"Machine: {info.get('cpu')}, {info.get('cpus')} CPUs, {info.get('memory_gib')} GiB, "
+        f"Linux {info.get('kernel')}; {info.get('placement')}.",
+        f"Versions: {', '.join(f'{k} {v}' for k, v in info.get('versions', {}).items())}; "
+        f"HTTP origin: {info.get('http_origin')}; commit {info.get('commit')}.",
+        f"Sizes: bulk {s.bulk_1_bytes // MIB} MiB on 1 connection, {s.bulk_8_bytes // MIB} MiB "
+        f"on each of 8; wrk {s.wrk_seconds} s per run; {s.idle_conns} idle connections.",
+        f"PAC: {info.get('pac')}." + (f" Peer: {info['pproxy']}." if "pproxy" in info else ""),
+        "",
+        report.markdown(summary, with_splice),
+        "",
+        f"Suite time: {secs:.0f} s.",
+    ]
+    if suite.errors:
+        lines += ["", "Errors:"] + [f"- {e['run']}: {e['error'][:300]}" for e in suite.errors]
+    return "\n".join(lines)
+
+
+def importlib_available(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def airgap_help() -> str:
+    proc = subprocess.run(
+        [rig.python(), "-m", "proxy.cli", "run", "--help"],
+        capture_output=True, text=True, cwd=rig.REPO, timeout=30,
+    )  # fmt: skip
+    return proc.stdout
+
+
+def reexec_in_namespace(argv: list[str]) -> int:
+    """Run this file again in fresh network, mount and PID namespaces (`unshare`).
+
+    The runner becomes the namespace's init: when it exits, for any reason, the kernel
+    kills every process left in the namespace, and the addresses and rules vanish.
+    """
+    if shutil.which("unshare") is None:
+        log("unshare (util-linux) is not installed")
+        return 1
+    cmd = [
+        "unshare", "--net", "--mount", "--pid", "--fork", "--mount-proc", "--kill-child",
+        "--", rig.python(), str(Path(__file__).resolve()), *argv,
+    ]  # fmt: skip
+    env = {**os.environ, "AIRGAP_BENCH_NS": "1"}
+    try:
+        return subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:
+        return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="benchmarks/run.py", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes, 2 repetitions (CI)")
+    parser.add_argument("--json", metavar="FILE", help="write every run's numbers here")
+    parser.add_argument("--reps", type=int, default=0, help="repetitions (default 3; quick 2)")
+    parser.add_argument("--idle-conns", type=int, default=0, help="memory scenario size")
+    parser.add_argument("--no-pproxy", action="store_true", help="skip the peer")
+    parser.add_argument("--keep-workdir", action="store_true", help="keep logs and configs")
+    parser.add_argument(
+        "--airgap-arg", action="append", default=[], metavar="ARG",
+        help="extra argument for `airgap-proxy run` (repeatable)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("benchmarks/run.py: run as root (namespaces, iptables)", file=sys.stderr)
+        return 2
+    if os.environ.get("AIRGAP_BENCH_NS") != "1":
+        return reexec_in_namespace(argv)
+
+    def terminate(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    return run_suite(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
