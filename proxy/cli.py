@@ -122,7 +122,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"airgap-proxy: {exc}", file=sys.stderr)
         return 2
-    for warning in cfg.warnings:
+    for warning in policy.warnings:
         log.warning("%s", warning)
     try:
         listen = [parse_hostport(x) for x in args.listen] if args.listen else list(DEFAULT_LISTEN)

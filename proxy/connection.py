@@ -119,7 +119,7 @@ class Intercepted(asyncio.Protocol):
         try:
             ip, port = original_destination(sock)
             local = sock.getsockname()
-        except OSError:
+        except Exception:  # OSError, or anything odd: never relay what we cannot place
             self._reset("refused: no original destination (connection was not redirected)")
             return
         self.record.dst = _format_addr(ip, port)
@@ -324,7 +324,7 @@ class Intercepted(asyncio.Protocol):
         if protocol == "http":
             transport.write(reject_wire.http_forbidden(self.dest.host, reason))
         elif protocol == "tls":
-            transport.write(reject_wire.tls_access_denied_alert(bytes(self.buf[:5])))
+            transport.write(reject_wire.tls_access_denied_alert(bytes(self.buf[:64])))
         else:
             self._reset(None)
             return

@@ -33,11 +33,11 @@ def original_destination(sock: socket.socket) -> tuple[str, int]:
     if sock.family == socket.AF_INET6:
         peer = sock.getpeername()[0]
         if not peer.startswith("::ffff:") or "." not in peer:
-            raw = sock.getsockopt(socket.SOL_IPV6, IP6T_SO_ORIGINAL_DST, _SOCKADDR_IN6_LEN)
+            raw = sock.getsockopt(socket.IPPROTO_IPV6, IP6T_SO_ORIGINAL_DST, _SOCKADDR_IN6_LEN)
             port = struct.unpack_from("!H", raw, 2)[0]
             ip = socket.inet_ntop(socket.AF_INET6, raw[8:24])
             return canonical_ip(ip), port
-    raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+    raw = sock.getsockopt(socket.IPPROTO_IP, SO_ORIGINAL_DST, 16)
     port = struct.unpack_from("!H", raw, 2)[0]
     ip = socket.inet_ntop(socket.AF_INET, raw[4:8])
     return ip, port

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from proxy.connection import Decider, Intercepted, ProxyContext
 from proxy.resolver import NameResolver
 from proxy.upstream import ConnectOptions
+from proxy.workers import STOP_SIGNALS
 
 log = logging.getLogger("airgap.proxy")
 
@@ -92,6 +93,11 @@ async def serve(
         max_connections=settings.max_connections,
         json_logs=settings.json_logs,
     )
+    stop = asyncio.Event()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop.set)
+    # A worker starts with these blocked (proxy.workers): one sent early is handled now.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     try:
         servers = await _listen(settings, ctx)
     except OSError as exc:
@@ -105,9 +111,6 @@ async def serve(
             addr = sock.getsockname()
             host = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
             log.info("listening on %s:%d", host, addr[1])
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     sweep_every = max(0.5, min(settings.idle_timeout / 4, 15.0))
 
     async def sweeper() -> None:

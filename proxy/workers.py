@@ -18,11 +18,13 @@ from collections.abc import Callable
 log = logging.getLogger("airgap.proxy")
 
 RESTART_PAUSE = 1.0
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 def _spawn(start_worker: Callable[[int], int], index: int) -> int:
     pid = os.fork()
-    if pid == 0:  # the worker
+    if pid == 0:  # the worker: signals wait (blocked) until its loop can handle them
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         status = 1

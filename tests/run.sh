@@ -7,7 +7,8 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "tests/run.sh: needs root (network namespaces, iptables)" >&2
   exit 2
 fi
-ruff check . && ruff format --check .
+ruff check .
+ruff format --check .
 exec unshare --net --mount --fork -- bash -c '
   set -e
   mount --make-rprivate /

@@ -37,7 +37,7 @@ ORIGIN_A = "203.0.113.10"  # allowed.example
 ORIGIN_B = "203.0.113.11"  # rr.example (1 of 2)
 ORIGIN_C = "203.0.113.12"  # rr.example (2 of 2)
 ORIGIN_EVIL = "203.0.113.66"  # a host no policy allows
-ORIGIN_BLACKHOLE = "198.51.100.99"  # routed nowhere: packets vanish
+ORIGIN_BLACKHOLE = "198.51.100.99"  # local, but its packets are dropped: a silent host
 ORIGIN_V6 = "2001:db8::10"
 ORIGIN_V6_EVIL = "2001:db8::66"
 
@@ -82,13 +82,15 @@ def setup_network() -> None:
     """Test addresses on lo, a blackhole route, and a private /etc/hosts (idempotent)."""
     sh("ip", "link", "set", "lo", "up")
     existing = sh("ip", "-o", "addr", "show", "dev", "lo")
-    for ip in (ORIGIN_A, ORIGIN_B, ORIGIN_C, ORIGIN_EVIL):
+    for ip in (ORIGIN_A, ORIGIN_B, ORIGIN_C, ORIGIN_EVIL, ORIGIN_BLACKHOLE):
         if f" {ip}/" not in existing:
             sh("ip", "addr", "add", f"{ip}/32", "dev", "lo")
     for ip in (ORIGIN_V6, ORIGIN_V6_EVIL):
         if f" {ip}/" not in existing:
             sh("ip", "-6", "addr", "add", f"{ip}/128", "dev", "lo", "nodad")
-    sh("ip", "route", "replace", "blackhole", "198.51.100.0/24")
+    drop = ("INPUT", "-d", ORIGIN_BLACKHOLE, "-j", "DROP")
+    if not _rule_exists(drop):
+        sh("iptables", "-A", *drop)
     hosts = "127.0.0.1 localhost\n::1 localhost\n" + "".join(
         f"{ip} {name}\n" for name, ips in HOSTS.items() for ip in ips
     )
@@ -99,6 +101,10 @@ def setup_network() -> None:
         sh("mount", "--bind", str(path), "/etc/hosts")
     else:
         Path("/etc/hosts").write_text(hosts)
+
+
+def _rule_exists(rule: tuple[str, ...]) -> bool:
+    return subprocess.run(["iptables", "-C", *rule], capture_output=True).returncode == 0
 
 
 @contextlib.contextmanager

@@ -38,7 +38,12 @@ def is_tls_access_denied(answer: bytes) -> bool:
 
 
 def reset_or_closed(ip: str, port: int, payload: bytes = b"hello\n") -> bytes:
-    with h.client_socket(ip, port, timeout=5) as sock:
+    """What comes back; a reset (even one that beats connect() returning) reads as b""."""
+    try:
+        sock = h.client_socket(ip, port, timeout=5)
+    except ConnectionResetError:
+        return b""
+    with sock:
         try:
             sock.sendall(payload)
         except OSError:
