@@ -29,11 +29,20 @@ from pac.result import (
 ENGINES = ("pacparser", "dukpy")
 
 # dukpy re-creates `call_python` and the `dukpy` argument object on every call: take the
-# argument, then remove both before the script can see them (same globals as pacparser).
+# arguments, then remove both before the script can see them (same globals as pacparser).
 _DUKPY_CALL = (
     "(function (d) { delete globalThis.dukpy; delete globalThis.call_python;"
-    f" return {ENTRY}('', d.p); }})(dukpy)"
+    f" return {ENTRY}(d.u, d.h); }})(dukpy)"
 )
+#: The url argument that makes the harness return the load outcome instead of evaluating.
+#: Real arguments can never be equal to it: control characters are refused (`_check_arg`).
+_LOAD_QUERY = "\x01load"
+
+
+def _check_arg(value: str, what: str) -> None:
+    """C strings (pacparser) end at NUL, and no URL or host has control characters."""
+    if not isinstance(value, str) or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"{what} must be a string without control characters")
 
 
 class PacLoadError(Exception):
@@ -56,6 +65,7 @@ class PacEngine(ABC):
     def __init__(self) -> None:
         self._loaded = False
         self._last_env: str | None = None
+        self._last_payload: object = None
 
     # -- engine-specific primitives ---------------------------------------------------------
     @abstractmethod
@@ -67,7 +77,7 @@ class PacEngine(ABC):
         """Run a script for its side effects (the harness, the load call)."""
 
     @abstractmethod
-    def _call(self, packed: str) -> Any:
+    def _call(self, url: str, host: str) -> Any:
         """Call the harness entry point; returns its reply (a JSON string)."""
 
     @abstractmethod
@@ -75,6 +85,15 @@ class PacEngine(ABC):
         """Free the JavaScript context."""
 
     # -- shared logic -----------------------------------------------------------------------
+    def load_raw(self, script: str, payload: dict[str, Any]) -> Any:
+        """Load `script` in a fresh context; the harness reply, undecoded (for the worker)."""
+        self._start()
+        self._run(harness_js())
+        self._run(f"{LOADER}({json.dumps(script)}, {json.dumps(payload)});")
+        self.reset_env()
+        self._loaded = True
+        return self._call(_LOAD_QUERY, "load")
+
     def load(self, script: str, env: PacEnv | None = None) -> None:
         """Load `script` in a fresh context. Raises PacLoadError with line and message.
 
@@ -82,38 +101,42 @@ class PacEngine(ABC):
         from its table only; there are no restarts at load.
         """
         env = env or PacEnv()
-        self._start()
-        self._run(harness_js())
-        payload = env.payload(env.static_table())
-        self._run(f"{LOADER}({json.dumps(script)}, {json.dumps(payload)});")
+        reply = self.load_raw(script, env.payload(env.static_table()))
         try:
-            envelope = decode_envelope(self._call(json.dumps({"q": "load"})))
+            envelope = decode_envelope(reply)
         except ProtocolError as exc:
+            self._loaded = False
             raise PacLoadError(EvalError("script_error", f"engine protocol error: {exc}")) from None
         if envelope.outcome.error is not None:
+            self._loaded = False
             raise PacLoadError(envelope.outcome.error)
-        self._loaded = True
-        self._last_env = None
 
     def call_raw(self, url: str, host: str, payload: dict[str, Any] | None) -> Any:
         """One harness call, reply undecoded (the worker forwards it to the supervisor).
 
         The environment is only re-sent when it changed, so a batch pays for it once.
         """
-        packed: dict[str, Any] = {"u": url, "h": host}
-        if payload is not None:
+        _check_arg(url, "url")
+        _check_arg(host, "host")
+        if payload is not None and payload is not self._last_payload:
             env_json = json.dumps(payload, sort_keys=True)
             if env_json != self._last_env:
-                packed["e"] = payload
+                self._run(f"__pacEnv({env_json});")
                 self._last_env = env_json
-        return self._call(json.dumps(packed))
+            self._last_payload = payload
+        return self._call(url, host)
+
+    def reset_env(self) -> None:
+        """Forget which environment the context holds (after an interrupted call)."""
+        self._last_env = None
+        self._last_payload = None
 
     def run_once(self, url: str, host: str, payload: dict[str, Any] | None) -> Envelope:
         """One harness call, decoded. `payload` None reuses the previous environment."""
         try:
             return decode_envelope(self.call_raw(url, host, payload))
         except ProtocolError as exc:
-            self._last_env = None
+            self.reset_env()
             return Envelope(failure("exception", f"engine protocol error: {exc}"), ())
 
     def evaluate(self, url: str, host: str, env: PacEnv) -> EvalResult:
@@ -170,9 +193,9 @@ class PacparserEngine(PacEngine):
         except self._error as exc:
             raise PacLoadError(EvalError("script_error", f"pacparser: {exc}")) from None
 
-    def _call(self, packed: str) -> Any:
+    def _call(self, url: str, host: str) -> Any:
         try:
-            return self._pp.find_proxy("http://pac.invalid/", packed)
+            return self._pp.find_proxy(url, host)
         except self._error as exc:
             # Only when the harness itself could not complete (e.g. out of memory).
             return json.dumps({"k": "exception", "m": f"pacparser: {exc}"})
@@ -209,9 +232,9 @@ class DukpyEngine(PacEngine):
         except self._dukpy.JSRuntimeError as exc:
             raise PacLoadError(EvalError("script_error", f"dukpy: {exc}")) from None
 
-    def _call(self, packed: str) -> Any:
+    def _call(self, url: str, host: str) -> Any:
         try:
-            return self._interp.evaljs(_DUKPY_CALL, p=packed)
+            return self._interp.evaljs(_DUKPY_CALL, u=url, h=host)
         except self._dukpy.JSRuntimeError as exc:
             text = str(exc).splitlines()[0] if str(exc) else "error"
             kind = "memory" if "out of memory" in text else "exception"

@@ -125,8 +125,14 @@ class DnsRounds:
     to run again; `finish()` gives the result with every name it read.
     """
 
-    def __init__(self, env: PacEnv, static: Mapping[str, tuple[str, ...]] | None = None):
+    def __init__(
+        self,
+        env: PacEnv,
+        static: Mapping[str, tuple[str, ...]] | None = None,
+        has_resolver: bool | None = None,
+    ):
         self.env = env
+        self.has_resolver = env.resolver is not None if has_resolver is None else has_resolver
         self.static = env.static_table() if static is None else static
         # Keyed by the name exactly as the harness spelled it (ASCII-lower-cased raw name).
         self.answers: dict[str, tuple[str, ...]] = dict(self.static)
@@ -150,7 +156,7 @@ class DnsRounds:
             elif canon in self.static:
                 self.answers[raw] = self.static[canon]
                 self._new_answer = self._new_answer or bool(self.static[canon])
-            elif self.env.resolver is None:
+            elif not self.has_resolver:
                 self.answers[raw] = ()
             elif canon in self.answers and canon != raw:
                 self.answers[raw] = self.answers[canon]

@@ -46,7 +46,7 @@ HARNESS_JS = r"""
 "use strict";
 // Captured before the user's script runs, so redefining a built-in cannot break the harness.
 var RealDate = G.Date, apply = Reflect.apply, construct = Reflect.construct, jsonStringify = JSON.stringify,
-    jsonParse = JSON.parse, realRandom = Math.random, geval = G.eval,
+    realRandom = Math.random, geval = G.eval,
     objectKeys = Object.keys, defineProperty = Object.defineProperty,
     isArray = Array.isArray, StringCtor = String, MapCtor = Map,
     mapGet = Map.prototype.get, mapHas = Map.prototype.has, mapSet = Map.prototype.set,
@@ -61,8 +61,9 @@ var MAX_RESULT = __MAX_RESULT__, MAX_ALERTS = __MAX_ALERTS__, MAX_ALERT_CHARS = 
 var env = { dns: new MapCtor(), my: [], now: null };
 var reads = null;
 
+// Allocated lazily: most evaluations read nothing but their arguments.
 function resetReads() {
-  reads = { d: [], seen: new MapCtor(), miss: [], c: false, i: false, x: false, a: [], n: 0 };
+  reads = { d: null, seen: null, miss: null, c: false, i: false, x: false, a: null, n: 0 };
 }
 resetReads();
 
@@ -106,10 +107,8 @@ for (var h = 0; h < hostGlobals.length; h++) { try { delete G[hostGlobals[h]]; }
 function asciiLower(s) {
   return apply(strReplace, s, [/[A-Z]/g, function (c) { return StringCtor.fromCharCode(apply(strCharCode, c, [0]) + 32); }]);
 }
-function isAscii(s) {
-  for (var i = 0; i < s.length; i++) if (apply(strCharCode, s, [i]) > 127) return false;
-  return true;
-}
+var NON_ASCII = /[^\x00-\x7f]/;
+function isAscii(s) { return apply(regexExec, NON_ASCII, [s]) === null; }
 // Strict dotted-quad IPv4 literal -> 4 bytes, else null.
 function parseV4(s) {
   var m = apply(regexExec, /^(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})$/, [s]);
@@ -182,6 +181,7 @@ function lookupAll(name) {
   var v6 = parseV6(name);
   if (v6 !== null) return [formatV6(v6)];
   var key = isAscii(name) ? asciiLower(name) : name;
+  if (reads.seen === null) { reads.seen = new MapCtor(); reads.d = []; reads.miss = []; }
   if (apply(mapHas, reads.seen, [key])) return apply(mapGet, reads.seen, [key]);
   var answer = null;
   if (apply(mapHas, env.dns, [key])) {
@@ -227,6 +227,7 @@ G.myIpAddressEx = function myIpAddressEx() {
 G.alert = function alert(msg) {
   var text;
   try { text = arguments.length === 0 ? "undefined" : StringCtor(msg); } catch (e) { return; }
+  if (reads.a === null) reads.a = [];
   if (reads.a.length < MAX_ALERTS) push(reads.a, apply(strSlice, text, [0, MAX_ALERT_CHARS]));
 };
 function compareBytes(a, b) {
@@ -412,8 +413,11 @@ function errorKind(e) {
   return "exception";
 }
 function envelope(out) {
-  out.d = reads.d; out.miss = reads.miss; out.c = reads.c; out.i = reads.i; out.x = reads.x;
-  out.a = reads.a;
+  if (typeof out.r === "string" && reads.seen === null && reads.a === null && !reads.c && !reads.i && !reads.x)
+    return '{"r":' + jsonStringify(out.r) + "}";  // the common case, cheaply
+  if (reads.seen !== null) { out.d = reads.d; out.miss = reads.miss; }
+  if (reads.a !== null) out.a = reads.a;
+  out.c = reads.c; out.i = reads.i; out.x = reads.x;
   return jsonStringify(out);
 }
 var loadResult = null;
@@ -429,7 +433,7 @@ function load(src) {
   return envelope({ k: null });
 }
 // Loads the user's script (indirect eval: global scope) and keeps the outcome, which
-// pacparser can only fetch through findProxyForURL ({"q": "load"}).
+// pacparser can only fetch through findProxyForURL (with the url "\x01load").
 defineProperty(G, "__pacLoad", { writable: false, configurable: false, enumerable: false,
   value: function (src, e) {
     setEnv(e || {});
@@ -439,19 +443,18 @@ defineProperty(G, "__pacLoad", { writable: false, configurable: false, enumerabl
   } });
 // pacparser declares findProxyForURL itself (non-configurable): replace its value and make it
 // read-only without touching the other attributes, which is allowed either way.
+defineProperty(G, "__pacEnv", { writable: false, configurable: false, enumerable: false,
+  value: function (e) { setEnv(e); } });
 defineProperty(G, "findProxyForURL", { writable: false,
-  value: function (url, packed) {
-    var p = jsonParse(packed);
-    if (p.q === "load") return loadResult;
-    if (p.e) setEnv(p.e);
+  value: function (url, host) {
+    if (url === "\x01load") return loadResult;
     resetReads();
-    url = p.u;
     var fn = G.FindProxyForURLEx;
     if (typeof fn !== "function") fn = G.FindProxyForURL;
     if (typeof fn !== "function")
       return envelope({ r: null, k: "no_entrypoint", m: "FindProxyForURL is undefined or not a function" });
     var r;
-    try { r = apply(fn, G, [url, p.h]); }
+    try { r = apply(fn, G, [url, host]); }
     catch (err) { return envelope({ r: null, k: errorKind(err), m: describe(err), l: lineOf(err) }); }
     if (typeof r !== "string")
       return envelope({ r: null, k: "non_string",
