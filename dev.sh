@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(iptables nftables iproute2 util-linux tinyproxy microsocks shellcheck wrk procps)
+APT_PACKAGES=(iptables nftables iproute2 util-linux tinyproxy microsocks stunnel4 openssl shellcheck wrk procps)
 
 setup() {
   if [ "$(id -u)" -ne 0 ]; then

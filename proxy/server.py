@@ -11,6 +11,7 @@ import asyncio
 import errno
 import logging
 import signal
+import socket
 import ssl
 import sys
 import time
@@ -49,18 +50,40 @@ def _ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=ca_bundle)
 
 
+def _dual_stack_socket(port: int, reuse_port: bool) -> socket.socket:
+    """`[::]:port` takes IPv4 too (as IPv4-mapped addresses), which asyncio would turn off."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::", port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 async def _listen(settings: RunSettings, ctx: ProxyContext) -> list[asyncio.AbstractServer]:
     loop = asyncio.get_running_loop()
     servers = []
     for host, port in settings.listen:
         try:
-            server = await loop.create_server(
-                lambda: Intercepted(ctx),
-                host,
-                port,
-                backlog=1024,
-                reuse_port=settings.reuse_port or None,
-            )
+            if host in ("::", "0:0:0:0:0:0:0:0"):
+                server = await loop.create_server(
+                    lambda: Intercepted(ctx), sock=_dual_stack_socket(port, settings.reuse_port)
+                )
+            else:
+                server = await loop.create_server(
+                    lambda: Intercepted(ctx),
+                    host,
+                    port,
+                    backlog=1024,
+                    reuse_port=settings.reuse_port or None,
+                )
         except OSError as exc:
             no_ipv6 = exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT)
             if settings.listen_is_default and ":" in host and no_ipv6:

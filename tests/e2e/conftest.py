@@ -36,8 +36,8 @@ def start_proxy(origins: harness.Origins) -> Iterator[Callable[..., harness.Prox
     """Start the real proxy with a config; marked client traffic is redirected to it."""
     started: list[tuple[harness.ProxyProcess, object]] = []
 
-    def start(config: dict | None, *extra: str) -> harness.ProxyProcess:
-        proxy = harness.ProxyProcess(config, *extra)
+    def start(config: dict | None, *extra: str, **kwargs: object) -> harness.ProxyProcess:
+        proxy = harness.ProxyProcess(config, *extra, **kwargs)  # type: ignore[arg-type]
         redirect = harness.redirect_to(proxy.port)
         redirect.__enter__()
         started.append((proxy, redirect))

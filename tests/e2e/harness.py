@@ -51,6 +51,8 @@ HOSTS = {
 }
 
 IDENT_PORTS = (80, 443, 8080)
+UPSTREAM_USER = "agent"
+UPSTREAM_PASSWORD = "s3cret-Pw"
 ECHO_PORT = 7
 BULK_PORT = 9000
 
@@ -313,12 +315,56 @@ def origin_of(answer: bytes) -> str | None:
 # --------------------------------------------------------------------------- upstream proxies
 
 
+def self_signed_cert(workdir: Path, name: str = "localhost") -> tuple[Path, Path]:
+    """A certificate for `name` (and 127.0.0.1), made by the openssl command."""
+    cert, key = workdir / "cert.pem", workdir / "key.pem"
+    sh(
+        "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name},IP:127.0.0.1",
+        "-keyout", str(key), "-out", str(cert),
+    )  # fmt: skip
+    return cert, key
+
+
+@dataclass
+class TlsFront:
+    """stunnel terminating TLS in front of a plain upstream: an `HTTPS h:p` proxy."""
+
+    backend_port: int
+    port: int = 0
+    cert: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="airgap-tls-")))
+
+    def start(self) -> TlsFront:
+        self.cert, key = self_signed_cert(self.workdir)
+        self.port = free_port()
+        conf = self.workdir / "stunnel.conf"
+        conf.write_text(
+            f"foreground = yes\npid =\n[front]\naccept = 127.0.0.1:{self.port}\n"
+            f"cert = {self.cert}\nkey = {key}\nconnect = 127.0.0.1:{self.backend_port}\n"
+        )
+        self.proc = subprocess.Popen(
+            ["stunnel4", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_listening("127.0.0.1", self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(5)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
 @dataclass
 class Upstreams:
     """Real upstream proxies from Debian: tinyproxy (HTTP CONNECT), microsocks (SOCKS5)."""
 
     http_port: int = 0
     socks_port: int = 0
+    http_auth_port: int = 0
+    socks_auth_port: int = 0
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="airgap-up-")))
 
@@ -334,12 +380,28 @@ class Upstreams:
             "DisableViaHeader Yes\n"
         )
         self.procs.append(subprocess.Popen(["tinyproxy", "-d", "-c", str(conf)]))
+        self.http_auth_port = free_port()
+        auth_conf = self.workdir / "tinyproxy-auth.conf"
+        auth_conf.write_text(
+            conf.read_text().replace(f"Port {self.http_port}", f"Port {self.http_auth_port}")
+            + f"BasicAuth {UPSTREAM_USER} {UPSTREAM_PASSWORD}\n"
+        )
+        self.procs.append(subprocess.Popen(["tinyproxy", "-d", "-c", str(auth_conf)]))
         self.socks_port = free_port()
         self.procs.append(
             subprocess.Popen(["microsocks", "-i", "127.0.0.1", "-p", str(self.socks_port)])
         )
-        wait_listening("127.0.0.1", self.http_port)
-        wait_listening("127.0.0.1", self.socks_port)
+        self.socks_auth_port = free_port()
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    *("microsocks", "-i", "127.0.0.1", "-p", str(self.socks_auth_port)),
+                    *("-u", UPSTREAM_USER, "-P", UPSTREAM_PASSWORD),
+                ]
+            )
+        )
+        for port in (self.http_port, self.http_auth_port, self.socks_port, self.socks_auth_port):
+            wait_listening("127.0.0.1", port)
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -369,11 +431,13 @@ def wait_listening(ip: str, port: int, timeout: float = 10.0) -> None:
 class ProxyProcess:
     """The real `airgap-proxy run` process, with its log captured."""
 
-    def __init__(self, config: dict | None, *extra: str, port: int | None = None) -> None:
-        self.port = port or free_port()
+    def __init__(
+        self, config: dict | None, *extra: str, listen: tuple[str, ...] = ("127.0.0.1", "[::1]")
+    ) -> None:
+        self.port = free_port()
         self.workdir = Path(tempfile.mkdtemp(prefix="airgap-proxy-"))
         self.log_path = self.workdir / "proxy.log"
-        self.args = ["--listen", f"127.0.0.1:{self.port}", "--listen", f"[::1]:{self.port}"]
+        self.args = [arg for host in listen for arg in ("--listen", f"{host}:{self.port}")]
         if config is not None:
             path = self.workdir / "admin-settings.json"
             path.write_text(json.dumps(config))

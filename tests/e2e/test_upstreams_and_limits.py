@@ -1,0 +1,127 @@
+"""End to end: TLS and authenticated upstreams, connection limits, timeouts, dual stack."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e import harness as h
+from tests.e2e.test_transparent_proxy import ALLOW_INTERNAL, manual, reset_or_closed
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def tls_front(upstreams: h.Upstreams) -> Iterator[h.TlsFront]:
+    front = h.TlsFront(backend_port=upstreams.http_port).start()
+    yield front
+    front.stop()
+
+
+def test_https_upstream_is_verified_against_the_ca_bundle(start_proxy, tls_front) -> None:
+    config = manual(https=f"https://localhost:{tls_front.port}")
+    proxy = start_proxy(config, "--ca-bundle", str(tls_front.cert))
+    answer = h.tls_probe(h.ORIGIN_B, 443, "allowed.example")
+    assert h.origin_of(answer) == f"{h.ORIGIN_A}:443", "CONNECT by name inside TLS"
+    record = proxy.wait_record(lambda r: r.get("dst") == f"{h.ORIGIN_B}:443")
+    assert record["route"] == f"HTTPS localhost:{tls_front.port}"
+
+
+def test_https_upstream_with_an_unknown_certificate_is_not_used(start_proxy, tls_front) -> None:
+    proxy = start_proxy(manual(https=f"https://localhost:{tls_front.port}"))
+    assert h.origin_of(reset_or_closed(h.ORIGIN_A, 8080)) is None
+    record = proxy.wait_record(lambda r: r.get("dst") == f"{h.ORIGIN_A}:8080")
+    assert "certificate" in record["error"].lower()
+
+
+@pytest.mark.parametrize("kind", ["http", "socks5"])
+def test_upstream_credentials_are_sent_and_never_logged(start_proxy, upstreams, kind) -> None:
+    port = upstreams.http_auth_port if kind == "http" else upstreams.socks_auth_port
+    good = f"{kind}://{h.UPSTREAM_USER}:{h.UPSTREAM_PASSWORD}@127.0.0.1:{port}"
+    proxy = start_proxy(manual(http=good, https=good))
+    assert h.origin_of(h.tls_probe(h.ORIGIN_A, 443, "allowed.example")) == f"{h.ORIGIN_A}:443"
+    assert h.UPSTREAM_PASSWORD not in proxy.log_text()
+    bad = f"{kind}://{h.UPSTREAM_USER}:wrong@127.0.0.1:{port}"
+    proxy = start_proxy(manual(https=bad))
+    assert h.origin_of(reset_or_closed(h.ORIGIN_A, 8080)) is None
+    record = proxy.wait_record(lambda r: r.get("dst") == f"{h.ORIGIN_A}:8080")
+    assert record["error"], "the upstream's refusal is logged"
+    # tinyproxy answers 401 where RFC 9110 says 407; either way the status is in the log.
+    expected = "answered connect with 40" if kind == "http" else "auth"
+    assert expected in record["error"].lower()
+    assert "wrong" not in proxy.log_text()
+
+
+def test_over_max_connections_is_refused_cleanly(start_proxy) -> None:
+    proxy = start_proxy(ALLOW_INTERNAL, "--workers", "1", "--max-connections", "2")
+    held = [h.client_socket(h.ORIGIN_C, h.ECHO_PORT) for _ in range(2)]
+    try:
+        for sock in held:
+            sock.sendall(b"x")
+            assert sock.recv(10) == b"x"
+        assert reset_or_closed(h.ORIGIN_C, h.ECHO_PORT) == b""
+        proxy.wait_record(lambda r: "max-connections" in (r.get("error") or ""))
+        held[0].sendall(b"still")
+        assert held[0].recv(10) == b"still", "open relays are not disturbed"
+    finally:
+        for sock in held:
+            sock.close()
+    # Once they close, new connections are accepted again.
+    proxy.wait_record(lambda r: r.get("bytes_up") == 6)
+    with h.client_socket(h.ORIGIN_C, h.ECHO_PORT) as sock:
+        sock.sendall(b"again")
+        assert sock.recv(10) == b"again"
+
+
+def test_idle_relays_are_closed(start_proxy) -> None:
+    proxy = start_proxy(ALLOW_INTERNAL, "--idle-timeout", "1")
+    with h.client_socket(h.ORIGIN_C, h.ECHO_PORT) as sock:
+        sock.sendall(b"x")
+        assert sock.recv(10) == b"x"
+        started = time.monotonic()
+        assert h.recv_all(sock) in (b"", b"BYE")
+        assert time.monotonic() - started < 4
+    record = proxy.wait_record(lambda r: "idle" in (r.get("error") or ""))
+    assert record["bytes_up"] == 1
+
+
+def test_silent_client_on_a_sniffed_port_is_decided_on_the_ip(start_proxy) -> None:
+    proxy = start_proxy(ALLOW_INTERNAL, "--peek-timeout", "0.3")
+    with h.client_socket(h.ORIGIN_C, 80) as sock:  # excluded by CIDR
+        time.sleep(0.6)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n")
+        assert h.origin_of(h.recv_all(sock)) == f"{h.ORIGIN_C}:80"
+    record = proxy.wait_record(lambda r: r.get("dst") == f"{h.ORIGIN_C}:80")
+    assert record["hostname"] is None and record["decision"] == "DIRECT"
+
+
+def test_hostile_client_hello_flood_is_decided_on_the_ip(start_proxy, origins) -> None:
+    start_proxy(ALLOW_INTERNAL)
+    before = origins.hits.count((h.ORIGIN_EVIL, 443))
+    header = b"\x16\x03\x01\x40\x00" + b"\x01\x00\xff\xff"  # lengths that never complete
+    answer = reset_or_closed(h.ORIGIN_EVIL, 443, header + b"\x00" * 70000)
+    assert answer in (b"", b"\x15\x03\x01\x00\x02\x02\x31", b"\x15\x03\x03\x00\x02\x02\x31")
+    assert origins.hits.count((h.ORIGIN_EVIL, 443)) == before
+
+
+def test_dual_stack_listener_takes_ipv4_clients(start_proxy) -> None:
+    proxy = start_proxy(ALLOW_INTERNAL, listen=("[::]",))
+    assert h.origin_of(h.tls_probe(h.ORIGIN_A, 443, "allowed.example")) == f"{h.ORIGIN_A}:443"
+    assert h.origin_of(h.tls_probe(h.ORIGIN_V6, 443, "v6.allowed.example")) == (
+        f"{h.ORIGIN_V6}:443"
+    )
+    record = proxy.wait_record(lambda r: r.get("dst") == f"{h.ORIGIN_A}:443")
+    assert record["client"].startswith("203.0.113.") or record["client"].startswith("127.")
+
+
+def test_text_log_format_has_one_line_per_connection(start_proxy) -> None:
+    proxy = start_proxy(ALLOW_INTERNAL, "--log-format", "text")
+    h.http_get(h.ORIGIN_A, 80, "allowed.example")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and " conn " not in proxy.log_text():
+        time.sleep(0.05)
+    lines = [line for line in proxy.log_text().splitlines() if " conn " in line]
+    assert len(lines) == 1
+    assert "hostname=allowed.example" in lines[0] and "decision=DIRECT" in lines[0]

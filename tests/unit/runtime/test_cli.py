@@ -1,0 +1,112 @@
+"""The `airgap-proxy` command line: argument parsing and `explain` (no network)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from proxy.cli import DEFAULT_POLICY, main, parse_hostport, redirect_hint
+from rules.config import parse_config_text
+from tests.conftest import REPO
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:15001", ("127.0.0.1", 15001)),
+        ("[::1]:80", ("::1", 80)),
+        ("proxy.example:3128", ("proxy.example", 3128)),
+    ],
+)
+def test_parse_hostport(text: str, expected: tuple[str, int]) -> None:
+    assert parse_hostport(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "host", "::1:80", "[::1]80", "h:0", "h:65536", "h:x", ":80"])
+def test_parse_hostport_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_hostport(text)
+
+
+def _config(tmp_path: Path, section: dict) -> str:
+    path = tmp_path / "admin-settings.json"
+    path.write_text(json.dumps({"configurationFileVersion": 2, "containersProxy": section}))
+    path.chmod(0o600)
+    return str(path)
+
+
+def _explain(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "proxy.cli", "explain", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+def test_explain_prints_the_decision_as_json(tmp_path: Path) -> None:
+    cfg = _config(
+        tmp_path,
+        {
+            "mode": "manual",
+            "http": "http://proxy.corp.example:3128",
+            "https": "socks5://10.0.0.1:1080",
+            "exclude": ["*.internal.example", "10.0.0.0/8"],
+            "transparentPorts": "*",
+        },
+    )
+    out = _explain("--config", cfg, "build.internal.example:443")
+    assert out.returncode == 0, out.stderr
+    decision = json.loads(out.stdout)
+    assert decision["action"] == "DIRECT" and decision["routes"] == ["DIRECT"]
+    assert decision["url"] == "https://build.internal.example:443"
+    out = _explain("--config", cfg, "www.example.org:80")
+    assert json.loads(out.stdout)["routes"] == ["PROXY proxy.corp.example:3128"]
+    out = _explain("--config", cfg, "[2001:db8::1]:22")
+    decision = json.loads(out.stdout)
+    assert decision["routes"] == ["SOCKS5 10.0.0.1:1080"]
+    assert decision["url"] == "http://[2001:db8::1]:22" and decision["host"] == "2001:db8::1"
+
+
+def test_explain_of_the_bundled_default_rejects() -> None:
+    out = _explain("www.example.org:443")
+    assert out.returncode == 0, out.stderr
+    decision = json.loads(out.stdout)
+    assert decision["action"] == "REJECT" and decision["routes"] == []
+
+
+@pytest.mark.parametrize("dest", ["www.example.org", "www.example.org:0", "[::1:443", "a b:80"])
+def test_explain_refuses_bad_destinations(dest: str) -> None:
+    out = _explain(dest)
+    assert out.returncode == 2
+    assert out.stdout == "" and "explain:" in out.stderr
+
+
+def test_explain_refuses_a_bad_config(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, {"mode": "manual", "transparentPorts": 443})
+    out = _explain("--config", cfg, "example.org:443")
+    assert out.returncode == 2 and "transparentPorts" in out.stderr
+    out = _explain("--config", str(tmp_path / "missing.json"), "example.org:443")
+    assert out.returncode == 2
+
+
+def test_run_refuses_an_invalid_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _config(tmp_path, {"mode": "manual", "unknownKey": True})
+    assert main(["run", "--config", cfg]) == 2
+    assert "unknownKey" in capsys.readouterr().err
+
+
+def test_redirect_hint_is_scoped_to_a_group_and_skips_loopback() -> None:
+    cfg = parse_config_text(DEFAULT_POLICY, "default")
+    hint = redirect_hint(cfg, 15001)
+    assert "--gid-owner" in hint and "! -d 127.0.0.0/8" in hint
+    assert hint.endswith("--to-ports 15001")
+    ports = parse_config_text('{"transparentPorts": "80,443,8000-8100"}', "x")
+    assert "--dports 80,443,8000:8100" in redirect_hint(ports, 1)
