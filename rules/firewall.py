@@ -185,7 +185,7 @@ class Rule:
     verdict: Verdict
     comment: str
     iif: str | None = None
-    oif_lo: bool = False
+    local_dst: bool = False
     daddr: str | None = None
     mark: int | None = None
     uid: int | None = None
@@ -259,7 +259,9 @@ def _guard_rules(spec: FirewallSpec, family: Family, *, forward: bool) -> list[R
     2. replies within connections that were opened *to* us pass (we serve, we do not egress);
     3. applications may not reach the upstream proxies themselves (matched on the
        conntrack original destination, so a redirected connection to them is caught too);
-    4. what stays on this host (`-o lo`, which includes everything redirected) passes;
+    4. what stays on this host passes: a local destination address, which includes every
+       redirected packet (its destination is already the proxy's). Not `-o lo`: the
+       filter hook still sees the interface chosen before nat rerouted the packet;
     5. TCP to a transparent port that reaches here was not redirected (a flow older than
        the rules): reset. Other TCP ports are left alone, as documented;
     6. UDP only as DNS to the configured resolvers; ICMP errors about known flows, and the
@@ -280,7 +282,7 @@ def _guard_for(spec: FirewallSpec, family: Family, iif: str | None, *, forward: 
         return Rule(verdict, comment, iif=iif, **kw)  # type: ignore[arg-type]
 
     if spec.lockdown:
-        rules = [] if forward else [r("return", "stays on this host", oif_lo=True)]
+        rules = [] if forward else [r("return", "stays on this host", local_dst=True)]
         return [*rules, r("reject", "lockdown")]
     rules: list[Rule] = []
     if not forward:
@@ -292,7 +294,7 @@ def _guard_for(spec: FirewallSpec, family: Family, iif: str | None, *, forward: 
                 r("reject", "only the proxy may use the upstream proxy", orig_dst=(ip, port))
             )
     if not forward:
-        rules.append(r("return", "stays on this host", oif_lo=True))
+        rules.append(r("return", "stays on this host", local_dst=True))
     if family == "ipv6" and spec.ipv6 == "drop":
         if not forward:
             rules.append(r("return", "IPv6 link needs", icmpv6_types=_ICMPV6_LINK))
@@ -353,8 +355,8 @@ def iptables_rule(rule: Rule, family: Family) -> str:
     parts: list[str] = []
     if rule.iif:
         parts += ["-i", rule.iif]
-    if rule.oif_lo:
-        parts += ["-o", "lo"]
+    if rule.local_dst:
+        parts += ["-m", "addrtype", "--dst-type", "LOCAL"]
     if rule.daddr:
         parts += ["-d", rule.daddr]
     if rule.tcp_ports is not None:
@@ -516,8 +518,8 @@ def nft_rule(rule: Rule, family: Family) -> list[str]:
     parts = [f"meta nfproto {family}"]
     if rule.iif:
         parts.append(f'iifname "{rule.iif}"')
-    if rule.oif_lo:
-        parts.append('oifname "lo"')
+    if rule.local_dst:
+        parts.append("fib daddr type local")
     if rule.daddr:
         parts.append(f"{ip} daddr {rule.daddr}")
     if rule.mark is not None:

@@ -148,7 +148,7 @@ def test_guard_order() -> None:
         f"-A {GUARD_OUT} -m conntrack --ctstate ESTABLISHED --ctdir REPLY RETURN",
         f"-A {GUARD_OUT} -p tcp -m conntrack --ctorigdst 198.51.100.7 --ctorigdstport 3128"
         " REJECT --reject-with tcp-reset",
-        f"-A {GUARD_OUT} -o lo RETURN",
+        f"-A {GUARD_OUT} -m addrtype --dst-type LOCAL RETURN",
         f"-A {GUARD_OUT} -p tcp -m multiport --dports 80,443,8000:8100"
         " REJECT --reject-with tcp-reset",
         f"-A {GUARD_OUT} -p tcp RETURN",
@@ -174,7 +174,7 @@ def test_guard_ipv6_has_its_own_addresses_and_link_icmpv6() -> None:
 def test_forward_guard_only_for_the_given_interfaces_and_without_exemptions() -> None:
     rules = chain_lines(iptables_restore(FULL, "ipv4", EMPTY), GUARD_FWD)
     assert rules and all(r.startswith(f"-A {GUARD_FWD} -i br0 ") for r in rules)
-    assert not any("--mark" in r or "--uid-owner" in r or "-o lo" in r for r in rules)
+    assert not any("--mark" in r or "--uid-owner" in r or "addrtype" in r for r in rules)
     assert rules[-1].endswith("-j REJECT --reject-with icmp-admin-prohibited")
 
 
@@ -213,7 +213,7 @@ def test_lockdown_rejects_everything_but_loopback() -> None:
         assert "*nat" not in text
         out = chain_lines(text, GUARD_OUT)
         assert [r.split(" -m comment")[0] for r in out] == [
-            f"-A {GUARD_OUT} -o lo",
+            f"-A {GUARD_OUT} -m addrtype --dst-type LOCAL",
             f"-A {GUARD_OUT} -p tcp",
             f"-A {GUARD_OUT}",
         ]
