@@ -1,0 +1,169 @@
+"""docker/entrypoint.sh for real, in the sidecar namespace: the image's own shell logic.
+
+The image cannot be built here, so its parts are run as the image runs them: the entrypoint
+as root applies the rules through `airgap-proxy iptables`, starts the real proxy as uid
+10001 with only CAP_NET_ADMIN (setpriv), and must leave egress closed when the proxy dies,
+when it is stopped, and when the rules cannot be applied at all.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e import firewall_helpers as h
+
+if os.environ.get("AIRGAP_PRIVATE_NETNS") != "1":
+    pytest.skip("run through tests/run.sh (private network namespace)", allow_module_level=True)
+
+pytestmark = pytest.mark.e2e
+
+ENTRYPOINT = h.REPO / "docker" / "entrypoint.sh"
+CAP_NET_ADMIN = 1 << 12
+
+
+@pytest.fixture(scope="module")
+def topology() -> Iterator[None]:
+    assert os.geteuid() == 0, "the e2e tests run as root (tests/run.sh)"
+    h.setup_topology()
+    origins = h.start_origins()
+    yield
+    origins.stop()
+    h.teardown_topology()
+
+
+@pytest.fixture
+def workdir(topology: None) -> Iterator[Path]:
+    h.flush_rules(h.APP)
+    path = Path(tempfile.mkdtemp(prefix="agfw-entry-"))
+    path.chmod(0o755)
+    yield path
+    h.flush_rules(h.APP)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def entry_env(workdir: Path, config: Path) -> dict[str, str]:
+    return {
+        "AIRGAP_BIN": f"{sys.executable} -m proxy.cli",
+        "AIRGAP_CONFIG": str(config),
+        "AIRGAP_STATE_DIR": str(workdir / "state"),
+        "AIRGAP_IPTABLES_ARGS": f"--dns-server {h.DNS_V4} --dns-server {h.DNS_V6}",
+        "AIRGAP_PROXY_UID": str(h.PROXY_UID),
+        "AIRGAP_PROXY_GID": str(h.PROXY_GID),
+    }
+
+
+def start_entrypoint(workdir: Path, config: Path) -> h.Background:
+    cmd = h.in_ns(h.APP, *h.python_readable_by_all(), "sh", str(ENTRYPOINT), "--log-format", "json")
+    return h.Background(cmd, env=entry_env(workdir, config))
+
+
+def healthy(workdir: Path, config: Path) -> bool:
+    proc = subprocess.run(
+        h.in_ns(h.APP, "sh", str(ENTRYPOINT), "healthcheck"),
+        env={**os.environ, **entry_env(workdir, config)},
+        capture_output=True,
+        timeout=10,
+        check=False,
+    )
+    return proc.returncode == 0
+
+
+def proxy_pid(entrypoint: h.Background) -> int:
+    """The proxy: the entrypoint's only child (setpriv execs into it)."""
+    pid = entrypoint.proc.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    assert len(children) == 1, children
+    return int(children[0])
+
+
+def status_field(pid: int, name: str) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{name}:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"no {name} in /proc/{pid}/status")
+
+
+def client(host: str, port: int) -> dict:
+    return h.probe(h.APP, "tcp", host, str(port), uid=h.CLIENT_UID)
+
+
+def reaches(host: str, port: int) -> bool:
+    return client(host, port).get("reply", "").startswith(f"ORIGIN {host} {port} ")
+
+
+def assert_egress_closed() -> None:
+    for host, dns in ((h.ORIGIN_V4, h.DNS_V4), (h.ORIGIN_V6, h.DNS_V6)):
+        assert "error" in client(host, 80)
+        assert "error" in client(host, 8080)  # reject-all: outside transparentPorts too
+        assert "error" in h.probe(h.APP, "udp", dns, "53", uid=h.CLIENT_UID)
+
+
+def wait_exit(bg: h.Background, timeout: float = 20) -> int:
+    try:
+        return bg.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"entrypoint still running:\n{bg.text()}") from None
+
+
+def test_entrypoint_runs_the_proxy_and_a_dead_proxy_leaves_egress_closed(workdir: Path) -> None:
+    config = h.write_config(workdir)
+    entry = start_entrypoint(workdir, config)
+    try:
+        h.wait_for(lambda: healthy(workdir, config), 20, "the entrypoint's healthcheck", 0.2)
+        for host in (h.ORIGIN_V4, h.ORIGIN_V6):
+            assert reaches(host, 80), entry.text()
+            assert reaches(host, 8080)
+        # the proxy runs as its own uid, with CAP_NET_ADMIN (for SO_MARK) and nothing else
+        pid = proxy_pid(entry)
+        assert status_field(pid, "Uid").split() == [str(h.PROXY_UID)] * 4
+        assert int(status_field(pid, "CapEff"), 16) == CAP_NET_ADMIN
+        assert int(status_field(pid, "CapBnd"), 16) == CAP_NET_ADMIN
+        assert status_field(pid, "NoNewPrivs") == "1"
+        # the leak guard is on by default in the image
+        assert "error" in h.probe(h.APP, "udp", h.ORIGIN_V4, str(h.UDP_PORT), uid=h.CLIENT_UID)
+
+        os.kill(pid, signal.SIGKILL)
+        assert wait_exit(entry) != 0
+        assert "locking down" in entry.text()
+        assert not healthy(workdir, config)
+        assert_egress_closed()
+    finally:
+        entry.stop(signal.SIGKILL)
+
+
+def test_entrypoint_stopped_by_sigterm_exits_cleanly_and_closed(workdir: Path) -> None:
+    config = h.write_config(workdir)
+    entry = start_entrypoint(workdir, config)
+    try:
+        h.wait_for(lambda: healthy(workdir, config), 20, "the entrypoint's healthcheck", 0.2)
+        assert reaches(h.ORIGIN_V4, 80)
+        os.kill(entry.proc.pid, signal.SIGTERM)  # docker stop: to PID 1 only
+        assert wait_exit(entry) == 0, entry.text()
+        assert_egress_closed()
+    finally:
+        entry.stop(signal.SIGKILL)
+
+
+def test_entrypoint_fails_closed_when_the_rules_cannot_be_applied(workdir: Path) -> None:
+    config = h.write_config(workdir)
+    config.chmod(0o666)  # the policy loader refuses a file others can write
+    assert reaches(h.ORIGIN_V4, 8080)  # open before
+    entry = start_entrypoint(workdir, config)
+    try:
+        assert wait_exit(entry) == 1
+        text = entry.text()
+        assert "applying the rules failed; locking down" in text
+        assert "proxy started" not in text
+        assert not healthy(workdir, config)
+        assert_egress_closed()
+    finally:
+        entry.stop(signal.SIGKILL)
