@@ -182,7 +182,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lockdown",
         action="store_true",
         help="apply/show the reject-all rule set that replaces the redirect when the proxy"
-        " is gone (only loopback passes)",
+        " is gone (only traffic to this host's own addresses passes)",
     )
 
 
@@ -365,7 +365,7 @@ def describe(spec: FirewallSpec) -> str:
 def summary(spec: FirewallSpec) -> str:
     """One line about the rule set."""
     if spec.lockdown:
-        return "lockdown: everything but loopback is rejected"
+        return "lockdown: everything that would leave this host is rejected"
     if spec.ports is None:
         ports = "all TCP ports"
     elif spec.ports:
