@@ -1,0 +1,155 @@
+"""Warnings for PAC rules that cannot work as the container proxy calls the script.
+
+Browsers pass full URLs; the proxy passes `scheme://host:port` only, and on ports other
+than 80/443 it knows no name, only the IP. A script written for browsers can therefore
+contain rules that silently never match. This pass finds the common shapes statically
+(it reads the text; it never runs the script):
+
+* `url-path`: a pattern on the URL that expects a path (`shExpMatch(url, "*/api/*")`);
+* `url-port`: a URL pattern with a host but no port, which never matches `host:port`;
+* `name-port`: name rules (`dnsDomainIs(host, ...)`, `host == "..."`, ...) only fire on
+  ports 80/443, where a name is sniffed; elsewhere `host` is an IP;
+* `clock`: time functions or `Date`, whose answers change with the clock (such results
+  are never cached).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class LintWarning:
+    """One finding: script line (1-based), a stable code, and what to do about it."""
+
+    line: int
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.code}: {self.message}"
+
+
+def _strip_comments(src: str) -> str:
+    """Blank out comments (keeping line breaks and string literals) so they never match."""
+    out: list[str] = []
+    i, n = 0, len(src)
+    quote: str | None = None
+    while i < n:
+        c = src[i]
+        if quote:
+            out.append(c)
+            if c == "\\" and i + 1 < n:
+                out.append(src[i + 1])
+                i += 2
+                continue
+            if c == quote or c == "\n":
+                quote = None
+            i += 1
+        elif c in "\"'`":
+            quote = c
+            out.append(c)
+            i += 1
+        elif src.startswith("//", i):
+            end = src.find("\n", i)
+            end = n if end < 0 else end
+            out.append(" " * (end - i))
+            i = end
+        elif src.startswith("/*", i):
+            end = src.find("*/", i + 2)
+            end = n if end < 0 else end + 2
+            out.append("".join("\n" if ch == "\n" else " " for ch in src[i:end]))
+            i = end
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def _line_of(src: str, pos: int) -> int:
+    return src.count("\n", 0, pos) + 1
+
+
+_ENTRY = re.compile(r"function\s+FindProxyForURL(?:Ex)?\s*\(\s*([\w$]+)\s*,\s*([\w$]+)\s*\)")
+_STR = r"""(?P<q>["'])(?P<s>(?:\\.|(?!(?P=q)).)*)(?P=q)"""
+_CLOCK = re.compile(
+    r"\b(weekdayRange|dateRange|timeRange)\s*\(|\bnew\s+Date\s*\(|\bDate\s*\.\s*now\b"
+)
+
+
+def _url_pattern_problem(pattern: str) -> tuple[str, str] | None:
+    """(code, why) when a URL pattern cannot match `scheme://host:port`."""
+    _, sep, rest = pattern.partition("://")
+    if not sep:
+        rest = pattern.lstrip("*")
+        if "/" in rest:
+            return "url-path", "expects a path"
+        return None
+    if "/" in rest.rstrip("*") or rest.endswith("/"):
+        return "url-path", "expects a path"
+    host_part = rest
+    if host_part and "*" not in host_part and "?" not in host_part and ":" not in host_part:
+        return "url-port", "has no port, but the proxy's URL always carries one"
+    return None
+
+
+def lint(src: str) -> list[LintWarning]:
+    """All findings, in line order."""
+    code = _strip_comments(src)
+    url_name, host_name = "url", "host"
+    entry = _ENTRY.search(code)
+    if entry:
+        url_name, host_name = entry.group(1), entry.group(2)
+    warnings: list[LintWarning] = []
+
+    url_calls = re.compile(
+        rf"(?:shExpMatch\s*\(\s*{re.escape(url_name)}\s*,|"
+        rf"\b{re.escape(url_name)}\s*\.\s*(?:indexOf|includes|startsWith|endsWith|match)\s*\()"
+        rf"\s*{_STR}"
+    )
+    for m in url_calls.finditer(code):
+        problem = _url_pattern_problem(m.group("s"))
+        if problem:
+            kind, why = problem
+            warnings.append(
+                LintWarning(
+                    _line_of(code, m.start()),
+                    kind,
+                    f"URL pattern {m.group('s')!r} {why}; the container proxy passes "
+                    "only scheme://host:port, so this rule never matches",
+                )
+            )
+
+    h = re.escape(host_name)
+    name_rules = [
+        re.compile(rf"(?:dnsDomainIs|localHostOrDomainIs|shExpMatch)\s*\(\s*{h}\s*,\s*{_STR}"),
+        re.compile(rf"\b{h}\s*===?\s*{_STR}"),
+    ]
+    name_lines = []
+    for rule in name_rules:
+        for m in rule.finditer(code):
+            if re.search(r"[a-zA-Z]", m.group("s")):
+                name_lines.append(_line_of(code, m.start()))
+    if name_lines:
+        name_lines.sort()
+        shown = ", ".join(str(n) for n in sorted(set(name_lines))[:10])
+        warnings.append(
+            LintWarning(
+                name_lines[0],
+                "name-port",
+                f"name rules (lines {shown}) only fire on ports 80/443: on other ports the "
+                "proxy knows no name and passes the destination IP as host",
+            )
+        )
+
+    for m in _CLOCK.finditer(code):
+        what = m.group(1) or "Date"
+        warnings.append(
+            LintWarning(
+                _line_of(code, m.start()),
+                "clock",
+                f"{what} makes the answer depend on the clock; such results are not cached",
+            )
+        )
+    return sorted(warnings, key=lambda w: (w.line, w.code))

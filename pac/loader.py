@@ -1,0 +1,154 @@
+"""Reading a PAC script: from a path, `file://`, `http(s)://` or stdin, bounded and decoded.
+
+The fetch, the size check and the decoding are separate functions because the proxy's PAC
+refresh reuses `fetch_pac`, `check_size` and `decode_pac` (with its own retry/backoff),
+while `pac-eval` uses `read_pac`. Every byte is hostile: sizes are checked while reading
+(never trusting Content-Length alone), time is bounded, TLS is verified.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import ssl
+import sys
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import unquote, urlsplit
+
+from pac.sandbox import DEFAULT_MAX_BYTES
+
+#: Whole-download bound for http(s) sources, seconds.
+DEFAULT_FETCH_TIMEOUT = 10.0
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+
+
+class PacSourceError(Exception):
+    """The PAC cannot be read: missing, unreachable, refused by the server, too big."""
+
+
+def check_size(size: int, max_bytes: int, source: str) -> None:
+    """Refuse a script over `max_bytes` (`--pac-max-bytes`, one setting with the proxy)."""
+    if size > max_bytes:
+        raise PacSourceError(f"{source}: more than {max_bytes} bytes (the --pac-max-bytes limit)")
+
+
+def decode_pac(data: bytes, charset: str | None = None) -> str:
+    """Bytes to text: a BOM wins, then the declared charset, then UTF-8, then Latin-1.
+
+    Latin-1 never fails, so any byte string decodes; the engine then judges the script.
+    """
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data[len(bom) :].decode(encoding)
+            except UnicodeDecodeError:
+                break
+    if charset:
+        try:
+            return data.decode(charset)
+        except (LookupError, UnicodeDecodeError):
+            pass
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def _read_bounded(stream: BinaryIO, max_bytes: int, source: str) -> bytes:
+    data = stream.read(max_bytes + 1)
+    check_size(len(data), max_bytes, source)
+    return data
+
+
+def read_file(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """A local file, size-bounded."""
+    try:
+        with open(path, "rb") as f:
+            return _read_bounded(f, max_bytes, str(path))
+    except OSError as exc:
+        raise PacSourceError(f"{path}: {exc.strerror or exc}") from None
+
+
+def _charset_of(content_type: str | None) -> str | None:
+    if not content_type:
+        return None
+    for part in content_type.split(";")[1:]:
+        key, _, value = part.strip().partition("=")
+        if key.strip().lower() == "charset":
+            return value.strip().strip('"') or None
+    return None
+
+
+async def fetch_pac(
+    url: str,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    timeout: float = DEFAULT_FETCH_TIMEOUT,
+    ssl_context: ssl.SSLContext | None = None,
+) -> tuple[bytes, str | None]:
+    """GET an http(s) PAC: (body, charset). Certificates are verified (`ssl_context` lets
+    a caller add a private CA, never turn verification off); the whole exchange is bounded
+    by `timeout`; the body by `max_bytes`, counted as it arrives; only 200 is accepted, and
+    a redirect may not leave https.
+    """
+    import aiohttp
+
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in ("http", "https"):
+        raise PacSourceError(f"{url}: not an http(s) URL")
+    context = ssl_context or ssl.create_default_context()
+    client_timeout = aiohttp.ClientTimeout(total=timeout)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=client_timeout, trust_env=False) as session,
+            session.get(url, ssl=context, max_redirects=5) as resp,
+        ):
+            if scheme == "https" and resp.url.scheme != "https":
+                raise PacSourceError(f"{url}: redirected away from https to {resp.url}")
+            if resp.status != 200:
+                raise PacSourceError(f"{url}: HTTP {resp.status} {resp.reason or ''}".rstrip())
+            if resp.content_length is not None:
+                check_size(resp.content_length, max_bytes, url)
+            body = bytearray()
+            async for chunk in resp.content.iter_chunked(1 << 16):
+                body += chunk
+                check_size(len(body), max_bytes, url)
+            return bytes(body), _charset_of(resp.headers.get("Content-Type"))
+    except PacSourceError:
+        raise
+    except TimeoutError:
+        raise PacSourceError(f"{url}: no complete answer within {timeout:g} s") from None
+    except aiohttp.ClientError as exc:
+        raise PacSourceError(f"{url}: {exc or type(exc).__name__}") from None
+    except (ssl.SSLError, OSError) as exc:
+        raise PacSourceError(f"{url}: {exc}") from None
+
+
+def read_pac(
+    source: str,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    timeout: float = DEFAULT_FETCH_TIMEOUT,
+    stdin: BinaryIO | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> str:
+    """The PAC text from a path, `file://` URL, `http(s)://` URL or `-` (stdin)."""
+    if source == "-":
+        return decode_pac(_read_bounded(stdin or sys.stdin.buffer, max_bytes, "stdin"))
+    parts = urlsplit(source)
+    scheme = parts.scheme.lower()
+    if scheme in ("http", "https"):
+        body, charset = asyncio.run(fetch_pac(source, max_bytes, timeout, ssl_context))
+        return decode_pac(body, charset)
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise PacSourceError(f"{source}: only local file:// URLs are supported")
+        return decode_pac(read_file(unquote(parts.path), max_bytes))
+    if scheme and len(scheme) > 1:
+        raise PacSourceError(f"{source}: unsupported URL scheme {scheme!r}")
+    return decode_pac(read_file(source, max_bytes))
