@@ -97,8 +97,15 @@ class ParsedResult:
         return self.routes or (DIRECT,)
 
     def pac_spelling(self) -> str:
-        """Canonical `;`-joined spelling (the corpus `parsed` field)."""
-        return ";".join(r.pac_spelling() for r in self.chromium_routes)
+        """Chromium's canonical `;`-joined spelling (the corpus `parsed` field): as
+        `ProxyList::ToPacString`, SOCKS v4 is spelled `SOCKS`."""
+        return ";".join(chromium_spelling(r) for r in self.chromium_routes)
+
+
+def chromium_spelling(route: Route) -> str:
+    """A route as Chromium writes it back (`SOCKS` for SOCKS v4, else `Route.pac_spelling`)."""
+    text = route.pac_spelling()
+    return "SOCKS" + text[len("SOCKS4") :] if route.kind == "SOCKS4" else text
 
 
 @dataclass(frozen=True, slots=True)

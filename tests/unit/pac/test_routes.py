@@ -1,0 +1,124 @@
+"""PAC result strings: Chromium's reading (corpus `parsed`) and our decision on top of it."""
+
+from __future__ import annotations
+
+import pytest
+
+from pac.routes import DIRECT, Route, decide_routes, parse_pac_result
+from tests.unit.pac.conftest import CASES
+
+PARSED = [c for c in CASES if "parsed" in c]
+
+
+def test_corpus_has_parsed_cases() -> None:
+    assert len(PARSED) >= 8
+
+
+@pytest.mark.parametrize("case", PARSED, ids=[c["id"] for c in PARSED])
+def test_corpus_parsed(case: dict) -> None:
+    assert parse_pac_result(case["expected"]).pac_spelling() == case["parsed"]
+
+
+@pytest.mark.parametrize(
+    ("text", "routes"),
+    [
+        ("PROXY a.example:3128", [Route("PROXY", "a.example", 3128)]),
+        ("HTTP a.example:8080", [Route("PROXY", "a.example", 8080)]),
+        ("proxy A.Example", [Route("PROXY", "a.example", 80)]),
+        ("SOCKS s:1", [Route("SOCKS4", "s", 1)]),
+        ("SOCKS4 s", [Route("SOCKS4", "s", 1080)]),
+        ("socks5 s", [Route("SOCKS5", "s", 1080)]),
+        ("HTTPS h", [Route("HTTPS", "h", 443)]),
+        ("PROXY [2001:DB8::1]:8080", [Route("PROXY", "2001:db8::1", 8080)]),
+        ("PROXY [::1]", [Route("PROXY", "::1", 80)]),
+        ("\tDIRECT\t;;  ", [DIRECT]),
+        ("PROXY  a:1 ;\nSOCKS5 b:2", [Route("PROXY", "a", 1), Route("SOCKS5", "b", 2)]),
+    ],
+)
+def test_valid_entries(text: str, routes: list[Route]) -> None:
+    parsed = parse_pac_result(text)
+    assert list(parsed.routes) == routes
+    assert parsed.dropped == ()
+
+
+@pytest.mark.parametrize(
+    ("entry", "why"),
+    [
+        ("FOO bar:1", "unknown type"),
+        ("DIRECT x:1", "DIRECT takes no host"),
+        ("PROXY", "without host"),
+        ("PROXY a:", "port"),
+        ("PROXY a:0", "port"),
+        ("PROXY a:65536", "port"),
+        ("PROXY a:-1", "port"),
+        ("PROXY a:8o", "port"),
+        ("PROXY u:p@a:1", "credentials"),
+        ("PROXY 2001:db8::1:80", "without brackets"),
+        ("PROXY [2001:db8::1", "unterminated"),
+        ("PROXY [nothex::1]:1", "IPv6"),
+        ("PROXY a:1 b:2", "unexpected text"),
+        ("PROXY a b:1", "unexpected text"),
+        ("PROXY bad/host:1", "invalid host"),
+        ("QUIC q:443", "unknown type"),
+    ],
+)
+def test_dropped_entries_say_why(entry: str, why: str) -> None:
+    parsed = parse_pac_result(f"{entry}; PROXY ok:1")
+    assert parsed.routes == (Route("PROXY", "ok", 1),)
+    assert len(parsed.dropped) == 1
+    assert parsed.dropped[0].entry == entry
+    assert why in parsed.dropped[0].reason
+
+
+def test_empty_list_reads_as_direct_in_chromium_but_rejects_here() -> None:
+    for text in ("", " ; ;", "FOO bar", "PROXY"):
+        assert parse_pac_result(text).chromium_routes == (DIRECT,)
+        verdict = decide_routes(text)
+        assert verdict.rejected and verdict.routes == ()
+        assert "no usable route" in verdict.reason
+
+
+@pytest.mark.parametrize(
+    "sentinel",
+    [
+        "PROXY reject.docker.internal:1234",
+        "PROXY REJECT.Docker.Internal:1",
+        "PROXY reject.docker.internal.:80",
+        "PROXY reject.docker.internal",
+        "PROXY reject.docker.internal:",
+        "PROXY reject.docker.internal:notaport",
+        "PROXY reject.docker.internal:99999",
+        "SOCKS5 reject.docker.internal:1",
+        "HTTPS user:pw@reject.docker.internal:1",
+        "FOO reject.docker.internal:1",
+        "PROXY [reject.docker.internal]:1",
+    ],
+)
+def test_sentinel_recognised_before_validation(sentinel: str) -> None:
+    verdict = decide_routes(f"PROXY a.example:3128; {sentinel}; DIRECT")
+    assert verdict.rejected
+    assert verdict.routes == (Route("PROXY", "a.example", 3128),)  # tried first, DIRECT never
+    assert "reject.docker.internal" in verdict.reason
+
+
+def test_sentinel_first_rejects_at_once() -> None:
+    verdict = decide_routes("PROXY reject.docker.internal:9; DIRECT")
+    assert verdict.rejected and verdict.routes == ()
+
+
+def test_lookalike_hosts_are_not_the_sentinel() -> None:
+    verdict = decide_routes(
+        "PROXY reject.docker.internal.example:1; PROXY xreject.docker.internal:1"
+    )
+    assert not verdict.rejected
+    assert [r.host for r in verdict.routes] == [
+        "reject.docker.internal.example",
+        "xreject.docker.internal",
+    ]
+
+
+def test_plain_decision_keeps_order_and_reports_drops() -> None:
+    verdict = decide_routes("PROXY a:1; FOO; SOCKS b; DIRECT")
+    assert not verdict.rejected
+    assert [str(r) for r in verdict.routes] == ["PROXY a:1", "SOCKS4 b:1080", "DIRECT"]
+    assert [d.entry for d in verdict.dropped] == ["FOO"]
