@@ -289,16 +289,52 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process and its live children, in seconds (all threads)."""
-    total = 0
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process and its live children (all threads).
+
+    Both are reported: on loopback the kernel's TCP work for a packet is mostly done in
+    the sender's context, so the system share tells the proxy's Python cost apart from
+    the cost of the connections themselves.
+    """
+    user = system = 0
     for p in [pid, *_children(pid)]:
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # fields 14 and 15 of stat(5)
-    return total / _CLK_TCK
+        user += int(fields[11])  # utime, field 14 of stat(5)
+        system += int(fields[12])  # stime, field 15
+    return user / _CLK_TCK, system / _CLK_TCK
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its live children, in seconds."""
+    return sum(cpu_times(pid))
+
+
+def core_jiffies() -> dict[int, tuple[int, int]]:
+    """Per CPU: (busy, total) jiffies from /proc/stat (busy = all but idle and iowait)."""
+    out = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if not name.startswith("cpu") or name == "cpu":
+            continue
+        ticks = [int(v) for v in values[:8]]  # user nice system idle iowait irq softirq steal
+        total = sum(ticks)
+        out[int(name[3:])] = (total - ticks[3] - ticks[4], total)
+    return out
+
+
+def core_busy(
+    before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]], core: int | None
+) -> float | None:
+    """Fraction of the time `core` was busy between two `core_jiffies` readings: it tells
+    whether the proxy's core (or the load's) was the bottleneck of a run."""
+    if core is None or core not in before or core not in after:
+        return None
+    busy = after[core][0] - before[core][0]
+    total = after[core][1] - before[core][1]
+    return busy / total if total > 0 else None
 
 
 def rss_kib(pid: int) -> int:

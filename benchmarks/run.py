@@ -97,6 +97,9 @@ QUICK = Settings(reps=2, bulk_1_bytes=128 * MIB, bulk_8_bytes=32 * MIB, wrk_seco
                  conn_rate_conns=32, keepalive_conns=64, idle_conns=500)  # fmt: skip
 
 
+SCENARIOS = ("bulk_1", "bulk_8", "conn_rate", "latency_1", "keepalive", "memory", "pac")
+
+
 class RunError(RuntimeError):
     """One measurement failed or came back invalid (wrong byte count, HTTP errors)."""
 
@@ -214,8 +217,18 @@ class Suite:
         """subprocess arguments that put a load process in the redirected group."""
         return {"group": rig.LOAD_GID, "extra_groups": []}
 
-    def _cpu(self, target: Target) -> float | None:
-        return rig.cpu_seconds(target.pid) if target.pid is not None else None
+    def _cpu(self, target: Target) -> tuple[float, float] | None:
+        return rig.cpu_times(target.pid) if target.pid is not None else None
+
+    @staticmethod
+    def _cpu_used(
+        before: tuple[float, float] | None, after: tuple[float, float] | None
+    ) -> dict[str, float]:
+        """CPU the proxy spent between two readings: total, user and system seconds."""
+        if before is None or after is None:
+            return {}
+        user, system = after[0] - before[0], after[1] - before[1]
+        return {"cpu_s": user + system, "cpu_user_s": user, "cpu_sys_s": system}
 
     def bulk(self, target: Target, conns: int, nbytes: int) -> dict[str, float]:
         """Download `nbytes` on each of `conns` connections; MiB/s and proxy CPU per GiB."""
@@ -235,9 +248,9 @@ class Suite:
         if not out["ok"] or out["bytes"] != conns * nbytes:
             raise RunError(f"bulk: {out['bytes']} bytes arrived of {conns * nbytes}")
         result = {"mib_s": out["bytes"] / MIB / out["seconds"], "seconds": out["seconds"]}
-        if cpu0 is not None and cpu1 is not None:
-            result["cpu_s"] = cpu1 - cpu0
-            result["cpu_s_per_gib"] = (cpu1 - cpu0) / (out["bytes"] / GIB)
+        result.update(self._cpu_used(cpu0, cpu1))
+        if "cpu_s" in result:
+            result["cpu_s_per_gib"] = result["cpu_s"] / (out["bytes"] / GIB)
         return result
 
     def wrk(self, target: Target, conns: int, close: bool) -> dict[str, float]:
@@ -266,9 +279,10 @@ class Suite:
                 f"wrk: {result['non_2xx']:.0f} non-2xx and {result['errors']:.0f} socket "
                 f"errors in {result['requests']:.0f} requests:\n{proc.stdout}"
             )
-        if cpu0 is not None and cpu1 is not None:
-            result["cpu_s"] = cpu1 - cpu0
-            result["cpu_us_per_req"] = (cpu1 - cpu0) * 1e6 / result["requests"]
+        result.update(self._cpu_used(cpu0, cpu1))
+        if "cpu_s" in result:
+            result["cpu_us_per_req"] = result["cpu_s"] * 1e6 / result["requests"]
+            result["cpu_user_us_per_req"] = result["cpu_user_s"] * 1e6 / result["requests"]
         return result
 
     def hold(self, target: Target, conns: int) -> dict[str, float]:
@@ -333,9 +347,18 @@ class Suite:
                 try:
                     target.ensure_running()
                     self.redirect.to(target.port)
+                    cores0 = rig.core_jiffies()
                     result = measure(target)
+                    cores1 = rig.core_jiffies()
                     if target.proc is not None:
                         target.proc.check_alive()
+                    for role, core in (
+                        ("proxy_core_busy", self.placement.proxy_core),
+                        ("load_core_busy", self.placement.load_core),
+                    ):
+                        busy = rig.core_busy(cores0, cores1, core)
+                        if busy is not None:
+                            result[role] = busy
                 except (RunError, rig.RigError, subprocess.TimeoutExpired, OSError) as exc:
                     log(f"{label}: ERROR {exc}")
                     self.errors.append({"run": label, "target": target.name, "error": str(exc)})
@@ -462,6 +485,8 @@ def run_suite(args: argparse.Namespace) -> int:
         settings = Settings(**{**asdict(settings), "reps": args.reps})
     if args.idle_conns:
         settings = Settings(**{**asdict(settings), "idle_conns": args.idle_conns})
+    if args.wrk_seconds:
+        settings = Settings(**{**asdict(settings), "wrk_seconds": args.wrk_seconds})
     for tool in ("wrk", "iptables", "ip"):
         if shutil.which(tool) is None:
             log(f"{tool} is not installed (apt-get install wrk iptables iproute2)")
@@ -519,27 +544,29 @@ def run_suite(args: argparse.Namespace) -> int:
                 redirect.to(None)
 
         s = settings
-        suite.scenario("bulk_1", bulk_targets, lambda t: suite.bulk(t, 1, s.bulk_1_bytes))
-        suite.scenario("bulk_8", bulk_targets, lambda t: suite.bulk(t, 8, s.bulk_8_bytes))
-        suite.scenario("conn_rate", targets, lambda t: suite.wrk(t, s.conn_rate_conns, True))
-        suite.scenario("latency_1", targets, lambda t: suite.wrk(t, 1, True))
-        suite.scenario("keepalive", targets, lambda t: suite.wrk(t, s.keepalive_conns, False))
-        suite.scenario(
-            "memory",
-            [t for t in targets if t.port is not None],
-            lambda t: suite.hold(t, s.idle_conns),
-        )
+        scenarios: list[tuple[str, list[Target], Callable[[Target], dict[str, float]]]] = [
+            ("bulk_1", bulk_targets, lambda t: suite.bulk(t, 1, s.bulk_1_bytes)),
+            ("bulk_8", bulk_targets, lambda t: suite.bulk(t, 8, s.bulk_8_bytes)),
+            ("conn_rate", targets, lambda t: suite.wrk(t, s.conn_rate_conns, True)),
+            ("latency_1", targets, lambda t: suite.wrk(t, 1, True)),
+            ("keepalive", targets, lambda t: suite.wrk(t, s.keepalive_conns, False)),
+            ("memory", targets[1:], lambda t: suite.hold(t, s.idle_conns)),
+        ]
+        for name, scenario_targets, measure in scenarios:
+            if not args.only or name in args.only:
+                suite.scenario(name, scenario_targets, measure)
         for target in bulk_targets:
             if target.restarts:
                 suite.errors.append(
                     {"run": "all", "target": target.name, "error": f"restarted {target.restarts}x"}
                 )
 
-        pac, pac_source = pac_results(args.quick, workdir)
-        suite.info["pac"] = pac_source
-        if pac is not None:
-            suite.results["pac"] = {OURS: [pac]}
-        log(f"PAC: {pac_source}")
+        if not args.only or "pac" in args.only:
+            pac, pac_source = pac_results(args.quick, workdir)
+            suite.info["pac"] = pac_source
+            if pac is not None:
+                suite.results["pac"] = {OURS: [pac]}
+            log(f"PAC: {pac_source}")
 
         table = report.rows(s.idle_conns, s.conn_rate_conns, s.keepalive_conns)
         summary = report.summarize(suite.results, table)
@@ -641,6 +668,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="FILE", help="write every run's numbers here")
     parser.add_argument("--reps", type=int, default=0, help="repetitions (default 3; quick 2)")
     parser.add_argument("--idle-conns", type=int, default=0, help="memory scenario size")
+    parser.add_argument("--wrk-seconds", type=int, default=0, help="per wrk run (5; quick 1)")
+    parser.add_argument(
+        "--only", action="append", default=[], choices=SCENARIOS, metavar="SCENARIO",
+        help=f"run only these scenarios (repeatable): {', '.join(SCENARIOS)}",
+    )  # fmt: skip
     parser.add_argument("--no-pproxy", action="store_true", help="skip the peer")
     parser.add_argument("--keep-workdir", action="store_true", help="keep logs and configs")
     parser.add_argument(
