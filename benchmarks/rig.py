@@ -337,6 +337,57 @@ def core_busy(
     return busy / total if total > 0 else None
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(user + nice + system, steal) jiffies of the whole machine, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return values[0] + values[1] + values[2], values[7]
+
+
+def namespace_ticks() -> int:
+    """Jiffies used by every process of this PID namespace, live or reaped (utime, stime,
+    cutime, cstime): the suite's own share of `machine_ticks`."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += sum(int(x) for x in fields[11:15])
+    return total
+
+
+@dataclass
+class OtherLoad:
+    """How much CPU processes outside the suite used during a measurement (in cores).
+
+    The machine may be shared (other sessions' tests, CI); a run that had company is
+    flagged in the report instead of silently counting as a slow proxy.
+    """
+
+    start: float = 0.0
+    machine: tuple[int, int] = (0, 0)
+    ours: int = 0
+
+    def begin(self) -> None:
+        self.start = time.monotonic()
+        self.machine = machine_ticks()
+        self.ours = namespace_ticks()
+
+    def end(self) -> dict[str, float]:
+        wall = time.monotonic() - self.start
+        machine = machine_ticks()
+        ours = namespace_ticks()
+        if wall <= 0:
+            return {}
+        other = (machine[0] - self.machine[0]) - (ours - self.ours)
+        steal = machine[1] - self.machine[1]
+        return {
+            "other_load_cores": max(0.0, other / _CLK_TCK / wall),
+            "steal_cores": steal / _CLK_TCK / wall,
+        }
+
+
 def rss_kib(pid: int) -> int:
     """Resident set size of a process and its live children, in KiB."""
     total = 0

@@ -30,6 +30,7 @@ import re
 import select
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -135,6 +136,7 @@ class Suite:
     redirect: rig.Redirect
     placement: rig.Placement
     airgap_args: list[str] = field(default_factory=list)
+    airgap_src: Path = rig.REPO  # where `python3 -m proxy.cli` runs from
     results: dict[str, dict[str, list[dict[str, float]]]] = field(default_factory=dict)
     errors: list[dict[str, str]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
@@ -191,7 +193,7 @@ class Suite:
         ]  # fmt: skip
 
     def start_airgap(self, name: str, port: int, *extra: str) -> rig.Proc:
-        proc = self.procs.start(name, self.airgap_cmd(port, *extra), cwd=rig.REPO)
+        proc = self.procs.start(name, self.airgap_cmd(port, *extra), cwd=self.airgap_src)
         rig.wait_listening(proc, port)
         return proc
 
@@ -348,7 +350,10 @@ class Suite:
                     target.ensure_running()
                     self.redirect.to(target.port)
                     cores0 = rig.core_jiffies()
+                    other = rig.OtherLoad()
+                    other.begin()
                     result = measure(target)
+                    result.update(other.end())
                     cores1 = rig.core_jiffies()
                     if target.proc is not None:
                         target.proc.check_alive()
@@ -443,7 +448,7 @@ def _find_rates(data: object, found: dict[str, float], path: str = "") -> None:
 # --------------------------------------------------------------------------- the run
 
 
-def machine_info() -> dict[str, Any]:
+def machine_info(src: Path) -> dict[str, Any]:
     """What the numbers were measured on (the README's table names the machine)."""
     model = ""
     with contextlib.suppress(OSError):
@@ -466,7 +471,7 @@ def machine_info() -> dict[str, Any]:
     commit = ""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         commit = subprocess.run(
-            ["git", "-C", str(rig.REPO), "describe", "--always", "--dirty"],
+            ["git", "-C", str(src), "describe", "--always", "--dirty"],
             capture_output=True, text=True, timeout=5,
         ).stdout.strip()  # fmt: skip
     return {
@@ -496,12 +501,14 @@ def run_suite(args: argparse.Namespace) -> int:
     redirect = rig.Redirect()
     placement = rig.Placement.detect()
     suite = Suite(settings, workdir, procs, redirect, placement, airgap_args=args.airgap_arg)
+    suite.airgap_src = Path(args.airgap_src).resolve() if args.airgap_src else rig.REPO
     started = time.monotonic()
     status = 1
     try:
         rig.setup_namespace(workdir)
         redirect.install()
-        suite.info.update(machine_info())
+        suite.info.update(machine_info(suite.airgap_src))
+        suite.info["airgap_src"] = str(suite.airgap_src)
         suite.info["placement"] = (
             f"proxy on CPU {placement.proxy_core}, load (client + origins) on CPU "
             f"{placement.load_core}"
@@ -520,7 +527,7 @@ def run_suite(args: argparse.Namespace) -> int:
         else:
             suite.info["pproxy"] = "not installed: no peer column"
         bulk_targets = list(targets)
-        if "--splice" in airgap_help():
+        if "--splice" in airgap_help(suite.airgap_src):
             bulk_targets.append(
                 Target(
                     SPLICE,
@@ -561,6 +568,7 @@ def run_suite(args: argparse.Namespace) -> int:
                     {"run": "all", "target": target.name, "error": f"restarted {target.restarts}x"}
                 )
 
+        suite.info["pac"] = "not run (--only)"
         if not args.only or "pac" in args.only:
             pac, pac_source = pac_results(args.quick, workdir)
             suite.info["pac"] = pac_source
@@ -569,6 +577,8 @@ def run_suite(args: argparse.Namespace) -> int:
             log(f"PAC: {pac_source}")
 
         table = report.rows(s.idle_conns, s.conn_rate_conns, s.keepalive_conns)
+        if args.only:  # rows of scenarios that did not run would only be dashes
+            table = [row for row in table if row.scenario in args.only]
         summary = report.summarize(suite.results, table)
         with_splice = SPLICE in suite.results.get("bulk_1", {})
         print(render(suite, summary, with_splice, time.monotonic() - started))
@@ -620,6 +630,20 @@ def render(suite: Suite, summary: list[dict[str, object]], with_splice: bool, se
         "",
         f"Suite time: {secs:.0f} s.",
     ]
+    others = [
+        run["other_load_cores"]
+        for per_target in suite.results.values()
+        for runs in per_target.values()
+        for run in runs
+        if "other_load_cores" in run
+    ]
+    if others and max(others) > 0.1:
+        lines += [
+            "",
+            f"Note: the machine was shared: processes outside the suite used up to "
+            f"{max(others):.2f} cores (median {statistics.median(others):.2f}) during runs; "
+            "see `other_load_cores` per run in the JSON file.",
+        ]
     if suite.errors:
         lines += ["", "Errors:"] + [f"- {e['run']}: {e['error'][:300]}" for e in suite.errors]
     return "\n".join(lines)
@@ -631,10 +655,10 @@ def importlib_available(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def airgap_help() -> str:
+def airgap_help(src: Path) -> str:
     proc = subprocess.run(
         [rig.python(), "-m", "proxy.cli", "run", "--help"],
-        capture_output=True, text=True, cwd=rig.REPO, timeout=30,
+        capture_output=True, text=True, cwd=src, timeout=30,
     )  # fmt: skip
     return proc.stdout
 
@@ -675,6 +699,10 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--no-pproxy", action="store_true", help="skip the peer")
     parser.add_argument("--keep-workdir", action="store_true", help="keep logs and configs")
+    parser.add_argument(
+        "--airgap-src", metavar="DIR",
+        help="run airgap-proxy from this checkout (e.g. to compare commits; default: this one)",
+    )  # fmt: skip
     parser.add_argument(
         "--airgap-arg", action="append", default=[], metavar="ARG",
         help="extra argument for `airgap-proxy run` (repeatable)",
