@@ -1,0 +1,209 @@
+"""Hostile scripts: each gives its documented error within the bound plus 1 s, and the
+sandbox stays usable; the asyncio front end never blocks the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+
+from pac.engine import ENGINES, PacLoadError
+from pac.env import PacEnv
+from pac.sandbox import AsyncPacSandbox, Limits, PacSandbox
+
+BOUND = 0.5
+LIMITS = Limits(time=BOUND, memory=96 << 20)
+
+
+def script(body: str) -> str:
+    """A PAC that answers DIRECT for host "ok" and runs `body` for anything else."""
+    head = 'function FindProxyForURL(url, host) {\n  if (host == "ok") return "DIRECT";\n'
+    return f"{head}  {body}\n}}"
+
+
+HOSTILE = {
+    "infinite loop": ("while (true) {}", "timeout"),
+    "deep recursion": ("function f(n) { return f(n + 1) + 1; } return String(f(0));", "exception"),
+    # Whichever bound is hit first: both are the documented, fail-closed outcome.
+    "huge allocation": (
+        "var a = []; while (true) a.push(new Array(1 << 16).fill(host));",
+        ("memory", "timeout"),
+    ),
+    "string doubling": ('var s = "x"; while (true) s = s + s;', "memory"),
+    "throws": ('throw new Error("boom");', "exception"),
+    "non-string": ("return 42;", "non_string"),
+    "string object": ('return new String("DIRECT");', "non_string"),
+    "undefined": ("return;", "non_string"),
+    "non-ascii": ('return "PROXY \\u00e9.example:1";', "non_ascii"),
+    "huge result": ('return new Array(100000).join("DIRECT;");', "memory"),
+    "regex backtracking": (
+        'return /^(a+)+$/.test(new Array(40).join("a") + "b") ? "x" : "y";',
+        "timeout",
+    ),
+}
+
+
+def test_defaults() -> None:
+    limits = Limits()
+    assert limits.time == 1.0
+    assert limits.script_bytes == 1 << 20
+    assert limits.memory > 0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_evaluation(engine: str, case: str) -> None:
+    body, kind = HOSTILE[case]
+    with PacSandbox(script(body), engine, LIMITS) as sandbox:
+        started = time.monotonic()
+        result = sandbox.evaluate("http://bad:80", "bad")
+        elapsed = time.monotonic() - started
+        assert result.result is None
+        assert result.error is not None, result
+        assert result.error.kind in (kind if isinstance(kind, tuple) else (kind,)), result.error
+        assert result.error.message
+        assert elapsed < BOUND + 1.0
+        assert result.verdict().rejected  # a failed evaluation is a REJECT
+        assert sandbox.evaluate("http://ok:80", "ok").result == "DIRECT"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_hang_in_a_batch_only_fails_its_own_target(engine: str) -> None:
+    items = [("http://ok:80", "ok")] * 3 + [("http://bad:80", "bad")] + [("http://ok:80", "ok")] * 3
+    with PacSandbox(script("while (true) {}"), engine, LIMITS) as sandbox:
+        started = time.monotonic()
+        results = list(sandbox.evaluate_many(items))
+        assert time.monotonic() - started < BOUND + 1.5
+    kinds = [r.error.kind if r.error else r.result for r in results]
+    assert kinds == ["DIRECT"] * 3 + ["timeout"] + ["DIRECT"] * 3
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize(
+    ("src", "kind", "needle"),
+    [
+        ('function FindProxyForURL(u, h) {\n  return "DIRECT"\n', "script_error", "SyntaxError"),
+        ("var x = 1;\nundefinedThing();\n", "script_error", "ReferenceError"),
+        ("var notAPac = 1;", "no_entrypoint", "FindProxyForURL"),
+        ("", "script_error", "empty"),
+        ("while (true) {}", "timeout", "loading"),
+    ],
+)
+def test_scripts_that_do_not_load(engine: str, src: str, kind: str, needle: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(PacLoadError) as info:
+        PacSandbox(src, engine, LIMITS).start()
+    assert time.monotonic() - started < BOUND + 1.0 + 1.0  # plus worker start-up
+    assert info.value.error.kind == kind
+    assert needle in info.value.error.message
+
+
+def test_syntax_errors_carry_the_line() -> None:
+    src = "// line 1\nfunction FindProxyForURL(u, h) {\n  return = 3;\n}\n"
+    for engine in ENGINES:
+        with pytest.raises(PacLoadError) as info:
+            PacSandbox(src, engine, LIMITS).start()
+        assert info.value.error.line == 3
+
+
+def test_over_size_script_is_refused_before_any_engine_sees_it() -> None:
+    limits = Limits(time=BOUND, script_bytes=1000)
+    src = script("return 'DIRECT';")
+    padded = src + "\n//" + "x" * (1000 - len(src) - 3)
+    assert len(padded.encode()) == 1000
+    with PacSandbox(padded, "pacparser", limits) as sandbox:
+        assert sandbox.evaluate("http://ok:80", "ok").result == "DIRECT"
+    with pytest.raises(PacLoadError) as info:
+        PacSandbox(padded + "x", "pacparser", limits)
+    assert "over the limit of 1000" in info.value.error.message
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_killed_worker_is_reported_and_replaced(engine: str) -> None:
+    with PacSandbox(script("while (true) {}"), engine, Limits(time=5.0)) as sandbox:
+        assert sandbox.evaluate("http://ok:80", "ok").result == "DIRECT"
+        worker = sandbox._worker
+        assert worker is not None
+        os.kill(worker.proc.pid, signal.SIGSEGV)
+        result = sandbox.evaluate("http://ok:80", "ok")
+        assert result.error is not None and result.error.kind == "crash"
+        assert "SIGSEGV" in result.error.message
+        assert sandbox.evaluate("http://ok:80", "ok").result == "DIRECT"
+        assert sandbox.respawns == 1
+
+
+def test_batch_environment_and_dns_through_the_sandbox() -> None:
+    src = (
+        'function FindProxyForURL(u, h) { return "PROXY " + dnsResolve(h) + ":" + myIpAddress(); }'
+    )
+    asked: list[str] = []
+
+    def resolver(name: str) -> list[str]:
+        asked.append(name)
+        return ["192.0.2.77"]
+
+    env = PacEnv(dns={"a.example": "192.0.2.1"}, resolver=resolver, my_ip=["10.0.0.9"])
+    with PacSandbox(src, "pacparser", LIMITS) as sandbox:
+        results = list(
+            sandbox.evaluate_many(
+                [("http://a.example:80", "a.example"), ("http://b.example:80", "b.example")], env
+            )
+        )
+    assert [r.result for r in results] == ["PROXY 192.0.2.1:10.0.0.9", "PROXY 192.0.2.77:10.0.0.9"]
+    assert asked == ["b.example"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_async_sandbox_never_blocks_the_loop(engine: str) -> None:
+    gaps: list[float] = []
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while not stop.is_set():
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    async with AsyncPacSandbox(script("while (true) {}"), engine, LIMITS, workers=2) as sandbox:
+        tick = asyncio.create_task(ticker())
+        started = time.monotonic()
+        bad, good = await asyncio.gather(
+            sandbox.evaluate("http://bad:80", "bad"), sandbox.evaluate("http://ok:80", "ok")
+        )
+        elapsed = time.monotonic() - started
+        stop.set()
+        await tick
+        assert bad.error is not None and bad.error.kind == "timeout"
+        assert good.result == "DIRECT"
+        assert elapsed < BOUND + 1.0 + 1.0  # second worker starts lazily
+        assert max(gaps) < 0.25
+        again = await sandbox.evaluate("http://ok:80", "ok")
+        assert again.result == "DIRECT"
+
+
+async def test_async_resolver_answers_misses() -> None:
+    src = 'function FindProxyForURL(u, h) { return "PROXY " + dnsResolve("other.example") + ":1"; }'
+    calls: list[str] = []
+
+    async def resolver(name: str) -> list[str]:
+        calls.append(name)
+        await asyncio.sleep(0.01)
+        return ["192.0.2.8"]
+
+    async with AsyncPacSandbox(src, "pacparser", LIMITS) as sandbox:
+        pre = PacEnv(dns={"conn.example": "198.51.100.1"})
+        result = await sandbox.evaluate("https://conn.example:443", "conn.example", pre, resolver)
+    assert result.result == "PROXY 192.0.2.8:1"
+    assert calls == ["other.example"]
+    assert result.reads.dns == (("other.example", ("192.0.2.8",)),)
+
+
+async def test_async_load_errors_raise() -> None:
+    with pytest.raises(PacLoadError) as info:
+        await AsyncPacSandbox("function FindProxyForURL(", "dukpy", LIMITS).start()
+    assert info.value.error.kind == "script_error"
