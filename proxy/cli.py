@@ -6,15 +6,22 @@ This is the only place that composes `rules/`, `pac/` and `proxy/` (design.md).
 from __future__ import annotations
 
 import argparse
+import asyncio
+import inspect
 import json
 import logging
 import os
 import resource
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rules.config import ConfigError, ContainersProxyConfig, load_config, parse_config_text
+from rules.model import Decision
 from rules.policy import Policy
+
+if TYPE_CHECKING:
+    from proxy.runtime import PacOptions
 
 log = logging.getLogger("airgap.proxy")
 
@@ -110,25 +117,66 @@ def redirect_hint(cfg: ContainersProxyConfig, port: int) -> str:
     )
 
 
+def pac_options(args: argparse.Namespace) -> PacOptions:
+    """The `--pac-*` options as the runtime takes them."""
+    from pac.sandbox import Limits
+    from proxy.pac_source import PacSettings
+    from proxy.runtime import PacOptions, pac_ssl_context
+
+    return PacOptions(
+        source=PacSettings(
+            refresh=args.pac_refresh,
+            timeout=args.pac_timeout,
+            retry_max=args.pac_retry_max,
+            stale_grace=args.pac_stale_grace,
+            max_bytes=args.pac_max_bytes,
+            ssl_context=pac_ssl_context(args.ca_bundle),
+            mark=getattr(args, "mark", None),
+        ),
+        limits=Limits(
+            time=args.pac_eval_timeout,
+            memory=args.pac_memory_mib << 20,
+            script_bytes=args.pac_max_bytes,
+        ),
+        engine=args.pac_engine,
+        evaluators=getattr(args, "pac_evaluators", 2),
+        max_queue=getattr(args, "pac_queue", 256),
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import uvloop
 
-    from proxy.server import DEFAULT_LISTEN, RunSettings, serve
-    from proxy.workers import run_workers
+    from proxy.runtime import run_supervisor, run_worker
+    from proxy.server import DEFAULT_LISTEN, RunSettings
+    from proxy.workers import CONTROL_FD_ENV
 
     _setup_logging(args.log_level, args.log_format == "json")
+    control = os.environ.pop(CONTROL_FD_ENV, None)
+    control_fd = int(control) if control and control.isdigit() else None
     try:
         cfg, policy = load_policy(args.config)
     except ConfigError as exc:
         print(f"airgap-proxy: {exc}", file=sys.stderr)
         return 2
-    for warning in policy.warnings:
-        log.warning("%s", warning)
     try:
         listen = [parse_hostport(x) for x in args.listen] if args.listen else list(DEFAULT_LISTEN)
     except ValueError as exc:
         print(f"airgap-proxy: --listen {exc}", file=sys.stderr)
         return 2
+    pac = pac_options(args)
+    workers = 1 if control_fd is not None else max(1, args.workers)
+    if control_fd is None:  # say it once, not once per worker
+        for warning in policy.warnings:
+            log.warning("%s", warning)
+        source = args.config or "the bundled default policy (block all external access)"
+        log.info("policy: %s", source)
+        log.info("send a group's traffic here with: %s", redirect_hint(cfg, listen[0][1]))
+        log.info("or review the full rule set with: airgap-proxy iptables show --config FILE")
+    if workers > 1:
+        log.info("starting %d workers", workers)
+        argv = [*sys.argv[1:], "--workers", "1"]
+        return uvloop.run(run_supervisor(workers, argv, cfg, policy, pac))
     settings = RunSettings(
         listen=listen,
         listen_is_default=not args.listen,
@@ -140,31 +188,88 @@ def cmd_run(args: argparse.Namespace) -> int:
         mark=args.mark,
         ca_bundle=args.ca_bundle,
         json_logs=args.log_format == "json",
-        reuse_port=args.workers > 1,
+        reuse_port=control_fd is not None,
+        bad_proxy_ttl=args.bad_proxy_ttl,
     )
-    source = args.config or "the bundled default policy (block all external access)"
-    log.info("policy: %s", source)
-    log.info("send a group's traffic here with: %s", redirect_hint(cfg, listen[0][1]))
-    if args.workers > 1:
-        log.info("starting %d workers", args.workers)
+    return uvloop.run(run_worker(settings, cfg, policy, pac, control_fd))
 
-    def worker(_index: int) -> int:
-        return uvloop.run(serve(settings, policy.decide, policy.transparent_ports))
 
-    return run_workers(args.workers, worker)
+async def _explain_with_pac(
+    cfg: ContainersProxyConfig, policy: Policy, pac: PacOptions, dest_text: str, ip: str | None
+) -> Decision:
+    """Fetch the PAC once, as the proxy does, and decide DEST with it."""
+    from proxy.pac_decider import PacDecider
+    from proxy.resolver import NameResolver
+    from proxy.runtime import make_source
+    from rules.explain import explain_destination, with_note
+
+    dest, note = explain_destination(policy, dest_text, ip)
+    decider = PacDecider(NameResolver(), pac.limits, pac.engine, evaluators=1)
+    try:
+        source = make_source(cfg, pac, decider.set_snapshot)
+        if source.inline is not None:
+            await source.run()
+        else:
+            await source.refresh_once()
+            await source.close()
+        decision = policy.with_pac_decider(decider.decide).decide(dest)
+        if inspect.isawaitable(decision):
+            decision = await decision
+        return with_note(decision, note)
+    finally:
+        await decider.aclose()
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from rules.explain import explain
 
+    logging.basicConfig(level=logging.WARNING, format="airgap-proxy explain: %(message)s")
     try:
-        _cfg, policy = load_policy(args.config)
-        decision = explain(policy, args.dest, args.ip)
+        cfg, policy = load_policy(args.config)
+        if policy.uses_pac:
+            pac = pac_options(args)
+            decision = asyncio.run(_explain_with_pac(cfg, policy, pac, args.dest, args.ip))
+        else:
+            decision = explain(policy, args.dest, args.ip)
     except (ConfigError, ValueError) as exc:
         print(f"airgap-proxy explain: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(decision.to_json()))
     return 0
+
+
+def _at_least_one(text: str) -> float:
+    value = float(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def _nonnegative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def add_pac_arguments(parser: argparse.ArgumentParser) -> None:
+    """PAC options shared by `run` and `explain` (they fetch and evaluate the same way)."""
+    group = parser.add_argument_group("PAC")
+    group.add_argument("--pac-refresh", type=_at_least_one, default=300.0, metavar="SECONDS")
+    group.add_argument("--pac-timeout", type=_positive, default=10.0, metavar="SECONDS")
+    group.add_argument("--pac-retry-max", type=_at_least_one, default=60.0, metavar="SECONDS")
+    group.add_argument(
+        "--pac-stale-grace",
+        type=_nonnegative,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep the last good script this long after downloads fail "
+        "(default 0: fail closed at once)",
+    )
+    group.add_argument("--pac-max-bytes", type=int, default=1 << 20, metavar="BYTES")
+    group.add_argument("--pac-eval-timeout", type=_positive, default=1.0, metavar="SECONDS")
+    group.add_argument("--pac-memory-mib", type=int, default=256, metavar="MIB")
+    group.add_argument("--pac-engine", choices=("pacparser", "dukpy"), default="pacparser")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -203,6 +308,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker processes sharing the listeners via SO_REUSEPORT (default: CPUs)",
     )
     run.add_argument("--ca-bundle", help="CA file for proxies reached over TLS (HTTPS h:p)")
+    add_pac_arguments(run)
+    run.add_argument(
+        "--pac-evaluators",
+        type=int,
+        default=2,
+        metavar="N",
+        help="PAC engine processes per worker (default 2)",
+    )
+    run.add_argument(
+        "--pac-queue",
+        type=int,
+        default=256,
+        metavar="N",
+        help="PAC evaluations that may wait (beyond: REJECT, PAC overloaded)",
+    )
+    run.add_argument(
+        "--bad-proxy-ttl",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="how long a failed proxy is tried last (default 300)",
+    )
     run.add_argument("--log-format", choices=("text", "json"), default="text")
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     run.set_defaults(func=cmd_run)
@@ -211,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--config", help="admin-settings.json (default: bundled policy)")
     explain.add_argument("dest", metavar="DEST", help="host:port, ip:port or [v6]:port")
     explain.add_argument("--ip", help="the destination IP the container connected to")
+    explain.add_argument("--ca-bundle", help="CA file for an https PAC URL")
+    add_pac_arguments(explain)
     explain.set_defaults(func=cmd_explain)
 
     firewall = sub.add_parser("iptables", help="generate, apply or remove the redirect rules")

@@ -25,6 +25,7 @@ from proxy.audit import ConnectionRecord, emit
 from proxy.origdst import canonical_ip, original_destination
 from proxy.relay import Half, pair
 from proxy.resolver import NameResolver
+from proxy.route_health import BadProxies
 from proxy.sniff import MAX_SNIFF_BYTES, SniffResult, sniff
 from proxy.upstream import ConnectOptions, RouteFailed, open_route
 from rules.model import Decision, Destination
@@ -51,6 +52,7 @@ class ProxyContext:
     transparent_ports: Container[int]
     connect: ConnectOptions
     resolver: NameResolver
+    bad_proxies: BadProxies = field(default_factory=BadProxies)
     peek_timeout: float = 2.0
     idle_timeout: float = 600.0
     max_connections: int = 10_000
@@ -211,7 +213,8 @@ class Intercepted(asyncio.Protocol):
             self._reject(decision.reason)
             return
         errors: list[str] = []
-        for route in decision.routes:
+        health = self.ctx.bad_proxies
+        for route in health.order(decision.routes):
             if route.kind == "DIRECT":
                 target = await self._direct_target(decision, errors)
                 if target is None:
@@ -223,7 +226,9 @@ class Intercepted(asyncio.Protocol):
             except RouteFailed as exc:
                 log.warning("route failed for %s: %s", dest.url, exc)
                 errors.append(str(exc))
+                health.failed(route)
                 continue
+            health.worked(route)
             if self.transport.is_closing():
                 upstream.abort()
                 return
@@ -235,8 +240,8 @@ class Intercepted(asyncio.Protocol):
             self._start_relay(upstream, leftover)
             return
         record.error = "; ".join(errors) or "no usable route"
-        if all("does not resolve" in e for e in errors):
-            self._reject(record.error)
+        if decision.then_reject or all("does not resolve" in e for e in errors):
+            self._reject(decision.reason if decision.then_reject else record.error)
         else:
             self._reset(record.error)
 

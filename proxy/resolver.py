@@ -32,6 +32,13 @@ class NameResolver:
         self._cache: dict[str, tuple[float, tuple[str, ...]]] = {}
         self._pending: dict[str, asyncio.Future[tuple[str, ...]]] = {}
 
+    def peek(self, name: str) -> tuple[str, ...] | None:
+        """The cached, unexpired answer for `name`, without looking it up."""
+        hit = self._cache.get(name)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        return None
+
     async def resolve(self, name: str) -> tuple[str, ...]:
         """The name's addresses; an empty tuple when it does not resolve (or times out)."""
         now = time.monotonic()

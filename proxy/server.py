@@ -15,11 +15,12 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Container
+from collections.abc import Awaitable, Callable, Container, Sequence
 from dataclasses import dataclass, field
 
 from proxy.connection import Decider, Intercepted, ProxyContext
 from proxy.resolver import NameResolver
+from proxy.route_health import BadProxies
 from proxy.upstream import ConnectOptions
 from proxy.workers import STOP_SIGNALS
 
@@ -43,6 +44,7 @@ class RunSettings:
     ca_bundle: str | None = None
     json_logs: bool = False
     reuse_port: bool = False
+    bad_proxy_ttl: float = 300.0
 
 
 def _ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
@@ -94,13 +96,21 @@ async def _listen(settings: RunSettings, ctx: ProxyContext) -> list[asyncio.Abst
     return servers
 
 
+Background = Callable[[asyncio.Event], Awaitable[None]]
+
+
 async def serve(
     settings: RunSettings,
     decide: Decider,
     transparent_ports: Container[int],
-    ready: asyncio.Event | None = None,
+    resolver: NameResolver | None = None,
+    background: Sequence[Background] = (),
 ) -> int:
-    """Run one worker until SIGTERM/SIGINT, then drain. Returns the exit status."""
+    """Run one worker until SIGTERM/SIGINT, then drain. Returns the exit status.
+
+    `background` coroutines (PAC refresh, the supervisor's control pipe) run while the
+    worker serves; each gets the stop event, so it can also end the worker.
+    """
     loop = asyncio.get_running_loop()
     ctx = ProxyContext(
         decide=decide,
@@ -110,7 +120,8 @@ async def serve(
             mark=settings.mark,
             ssl_context=_ssl_context(settings.ca_bundle),
         ),
-        resolver=NameResolver(),
+        resolver=resolver or NameResolver(),
+        bad_proxies=BadProxies(settings.bad_proxy_ttl),
         peek_timeout=settings.peek_timeout,
         idle_timeout=settings.idle_timeout,
         max_connections=settings.max_connections,
@@ -141,9 +152,8 @@ async def serve(
             await asyncio.sleep(sweep_every)
             ctx.sweep_idle()
 
-    sweep_task = loop.create_task(sweeper())
-    if ready is not None:
-        ready.set()
+    tasks = [loop.create_task(sweeper())]
+    tasks += [loop.create_task(job(stop)) for job in background]
     await stop.wait()
     log.info("stopping: no new connections; draining %d open ones", len(ctx.active))
     for server in servers:
@@ -154,6 +164,8 @@ async def serve(
     for conn in list(ctx.active):
         conn.abort("cut at the end of the drain timeout")
     await asyncio.sleep(0)
-    sweep_task.cancel()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
     log.info("stopped")
     return 0

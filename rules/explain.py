@@ -74,28 +74,47 @@ def parse_dest(text: str) -> tuple[str, int]:
     return name, port
 
 
-def explain(policy: Policy, dest_text: str, ip: str | None) -> Decision:
-    """The decision for DEST (and the original destination IP, if known); see module doc."""
+def explain_destination(
+    policy: Policy, dest_text: str, ip: str | None
+) -> tuple[Destination, str | None]:
+    """The Destination the proxy would build for DEST (and --ip), plus a note for the reason.
+
+    Split from `explain` so that a caller with an asynchronous (PAC) decider can decide the
+    same Destination itself.
+    """
     host, port = parse_dest(dest_text)
     addr = _parse_ip_option(ip) if ip is not None else None
     if _is_ip(host):
         if addr is not None and addr != host:
             raise ValueError(f"--ip {ip} disagrees with the address in DEST ({host})")
-        return policy.decide(Destination(ip=host, port=port))
+        return Destination(ip=host, port=port), None
     if port not in policy.transparent_ports:
-        return policy.decide(Destination(ip=addr or "", port=port, hostname=host))
+        return Destination(ip=addr or "", port=port, hostname=host), None
     if port in SNIFF_PORTS:
-        decision = policy.decide(Destination(ip=addr or "", port=port, hostname=host))
+        dest = Destination(ip=addr or "", port=port, hostname=host)
         if addr is None and policy.depends_on_ip:
-            return _note(decision, "no --ip given: IP and CIDR entries not checked")
-        return decision
+            return dest, "no --ip given: IP and CIDR entries not checked"
+        return dest, None
     if addr is None:
         raise ValueError(
             f"{dest_text!r}: the proxy sees no host name on port {port} (names are sniffed on"
             " ports 80 and 443 only); give the destination address with --ip"
         )
-    decision = policy.decide(Destination(ip=addr, port=port))
-    return _note(decision, f"name {host!r} not visible on port {port}: decided on the IP")
+    return Destination(ip=addr, port=port), (
+        f"name {host!r} not visible on port {port}: decided on the IP"
+    )
+
+
+def explain(policy: Policy, dest_text: str, ip: str | None) -> Decision:
+    """The decision for DEST (and the original destination IP, if known); see module doc.
+
+    For a static policy; with a PAC decider use `explain_destination` and `with_note`.
+    """
+    dest, note = explain_destination(policy, dest_text, ip)
+    decision = policy.decide(dest)
+    if not isinstance(decision, Decision):
+        raise TypeError("explain() needs a synchronous policy; use explain_destination()")
+    return with_note(decision, note)
 
 
 def _parse_ip_option(text: str) -> str:
@@ -130,5 +149,8 @@ def _port(text: str, whole: str) -> int:
     return port
 
 
-def _note(decision: Decision, note: str) -> Decision:
+def with_note(decision: Decision, note: str | None) -> Decision:
+    """The decision with `note` appended to its reason (unchanged when there is none)."""
+    if not note:
+        return decision
     return dataclasses.replace(decision, reason=f"{decision.reason} ({note})")

@@ -50,6 +50,8 @@ class Decision:
     `routes` are tried in order while connecting fails; an empty tuple means REJECT.
     `name_based` is True when the decision rests on a sniffed name, so a DIRECT route
     must verify that the name really leads to the address (SNI/Host spoofing, design.md).
+    `then_reject` is True when a PAC list ended in the reject sentinel: once the routes
+    before it have failed, the client is rejected on the wire rather than just cut.
     """
 
     action: Action
@@ -58,6 +60,7 @@ class Decision:
     url: str
     host: str
     name_based: bool = False
+    then_reject: bool = False
 
     def to_json(self) -> dict[str, object]:
         """The `airgap-proxy explain` shape."""

@@ -18,7 +18,7 @@ called once per connection.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Literal
 
 from netaddr import IPAddress
@@ -30,8 +30,8 @@ from rules.ports import PortSet
 from rules.settings import ContainersProxyConfig, Mode
 from rules.system_env import read_system_proxy
 
-#: Decides a connection from a PAC; installed later by the PAC engine.
-PacDecider = Callable[[Destination], Decision]
+#: Decides a connection from a PAC; the proxy installs an async one (evaluation is off-loop).
+PacDecider = Callable[[Destination], Decision | Awaitable[Decision]]
 
 PAC_INACTIVE_REASON = "PAC policy not active in this build"
 
@@ -152,7 +152,7 @@ class Policy:
             warnings=self.warnings,
         )
 
-    def decide(self, dest: Destination) -> Decision:
+    def decide(self, dest: Destination) -> Decision | Awaitable[Decision]:
         """The decision for one connection (see the module docstring for the order).
 
         `dest.ip` == "" means the IP is unknown (`explain` without --ip): IP/CIDR entries

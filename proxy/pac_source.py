@@ -1,0 +1,336 @@
+"""Where the PAC script comes from, and whether it may be used: download, refresh, fail closed.
+
+One `PacSource` owns the script for the whole proxy (with several workers it runs in the
+supervisor, which hands every worker the same script). Its state is a `PacSnapshot`: the
+script in force, or none, with the reason. Until a script is loaded, and whenever a download
+or a re-read fails, the snapshot has no script and every PAC-decided connection is REJECTed
+("PAC unavailable"): the newest intent is unknown, so nothing passes. `--pac-stale-grace`
+lets an operator keep the last good script for a bounded time after failures begin.
+
+A new script is validated (loaded into the engine) before it is swapped in, so no connection
+ever sees a half-loaded or broken script. Refreshes use ETag / Last-Modified, so an unchanged
+file costs one small request and no re-parse. The download's socket carries the proxy's
+`--mark`, so it never loops into the proxy itself, and aiohttp ignores proxy variables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import socket
+import ssl
+import stat
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from pac.loader import PacSourceError, check_size, decode_pac
+
+log = logging.getLogger("airgap.pac")
+
+Validator = Callable[[str], Awaitable[None]]  # raises with a clear message when unusable
+
+
+@dataclass(frozen=True, slots=True)
+class PacSnapshot:
+    """The PAC state every decision reads: a script, or the reason there is none."""
+
+    script: str | None
+    sha256: str | None = None
+    error: str | None = None
+    stale: bool = False  # True while an old script is used under --pac-stale-grace
+
+    def to_json(self) -> dict[str, object]:
+        return {"script": self.script, "sha256": self.sha256, "error": self.error,
+                "stale": self.stale}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> PacSnapshot:
+        script = data.get("script")
+        return cls(
+            script=script if isinstance(script, str) else None,
+            sha256=str(data["sha256"]) if data.get("sha256") else None,
+            error=str(data["error"]) if data.get("error") else None,
+            stale=bool(data.get("stale")),
+        )
+
+
+UNLOADED = PacSnapshot(None, error="PAC not loaded yet")
+
+
+@dataclass(slots=True)
+class PacSettings:
+    """The `--pac-*` tunables."""
+
+    refresh: float = 300.0
+    timeout: float = 10.0
+    retry_max: float = 60.0
+    stale_grace: float = 0.0
+    max_bytes: int = 1 << 20
+    ssl_context: ssl.SSLContext | None = None
+    mark: int | None = None
+
+
+@dataclass(slots=True)
+class _Fetched:
+    status: int  # 200 or 304
+    body: bytes = b""
+    charset: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def check_not_writable_by_others(path: Path) -> None:
+    """A policy file others can write is no policy: refuse it (as for the config file)."""
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise PacSourceError(f"{path}: not a regular file")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise PacSourceError(f"{path}: writable by group or others (chmod go-w)")
+
+
+def local_path(source: str) -> Path | None:
+    """The path of a `file://` URL or a plain path; None for http(s)."""
+    parts = urlsplit(source)
+    scheme = parts.scheme.lower()
+    if scheme in ("http", "https"):
+        return None
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise PacSourceError(f"{source}: only local file:// URLs are supported")
+        return Path(unquote(parts.path))
+    return Path(source)
+
+
+class PacSource:
+    """Keeps the PAC snapshot current and tells `on_change` about every new snapshot."""
+
+    def __init__(
+        self,
+        source: str | None,
+        inline: str | None,
+        settings: PacSettings,
+        validate: Validator,
+        on_change: Callable[[PacSnapshot], Awaitable[None] | None],
+    ) -> None:
+        self.source = source
+        self.inline = inline
+        self.settings = settings
+        self.validate = validate
+        self.on_change = on_change
+        self.snapshot = UNLOADED
+        self._good: PacSnapshot | None = None
+        self._good_etag: str | None = None
+        self._good_last_modified: str | None = None
+        self._failing_since: float | None = None
+        self._session: object | None = None
+        self.label = "embeddedPac" if inline is not None else str(source)
+
+    # ----------------------------------------------------------------- the loop
+
+    async def run(self) -> None:
+        """Load, then refresh forever (cancel to stop). Embedded scripts load once."""
+        try:
+            if self.inline is not None:
+                await self._accept_text(self.inline, first=True)
+                return
+            backoff = 1.0
+            while True:
+                ok = await self.refresh_once()
+                if ok:
+                    backoff = 1.0
+                    delay = self.settings.refresh
+                else:
+                    delay = min(backoff, self.settings.retry_max)
+                    backoff = min(backoff * 2, self.settings.retry_max)
+                    delay = self._until_grace_ends(delay)
+                await asyncio.sleep(delay)
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        session = self._session
+        self._session = None
+        if session is not None:
+            await session.close()  # type: ignore[attr-defined]
+
+    def _until_grace_ends(self, delay: float) -> float:
+        """Wake up when the stale grace runs out, so the old script stops at once."""
+        if self.snapshot.stale and self._failing_since is not None:
+            left = self._failing_since + self.settings.stale_grace - time.monotonic()
+            return max(0.05, min(delay, left))
+        return delay
+
+    async def refresh_once(self) -> bool:
+        """One download or re-read; returns True when a usable script is in force."""
+        try:
+            path = local_path(str(self.source))
+            if path is not None:
+                text = await asyncio.to_thread(self._read_file, path)
+                return await self._accept_text(text)
+            fetched = await self._fetch(str(self.source))
+        except PacSourceError as exc:
+            await self._fail(str(exc))
+            return False
+        except Exception as exc:  # anything unexpected is a failure too: fail closed
+            await self._fail(f"{self.label}: {type(exc).__name__}: {exc}")
+            return False
+        if fetched.status == 304:
+            if self._good is None:
+                await self._fail(f"{self.label}: 304 Not Modified but no script is loaded")
+                return False
+            await self._unchanged()
+            return True
+        text = decode_pac(fetched.body, fetched.charset)
+        ok = await self._accept_text(text)
+        if ok:
+            self._good_etag, self._good_last_modified = fetched.etag, fetched.last_modified
+        return ok
+
+    # ----------------------------------------------------------------- state changes
+
+    async def _accept_text(self, text: str, first: bool = False) -> bool:
+        digest = sha256_text(text)
+        if self._good is not None and digest == self._good.sha256:
+            await self._unchanged()
+            return True
+        try:
+            await self.validate(text)
+        except Exception as exc:
+            await self._fail(f"{self.label}: script refused: {exc}")
+            return False
+        recovering = self._failing_since is not None
+        event = "loaded" if self._good is None else "refreshed"
+        if recovering and self._good is not None:
+            event = "recovered, refreshed"
+        elif recovering:
+            event = "recovered, loaded"
+        self._failing_since = None
+        self._good = PacSnapshot(text, digest)
+        log.info("PAC %s: source=%s sha256=%s bytes=%d", event, self.label, digest[:16], len(text))
+        await self.publish(self._good)
+        return True
+
+    async def _unchanged(self) -> None:
+        assert self._good is not None
+        if self._failing_since is not None or self.snapshot is not self._good:
+            self._failing_since = None
+            log.info("PAC recovered (unchanged): source=%s sha256=%s", self.label,
+                     self._good.sha256[:16] if self._good.sha256 else "-")  # fmt: skip
+            await self.publish(self._good)
+        else:
+            log.info("PAC unchanged: source=%s", self.label)
+
+    async def _fail(self, error: str) -> None:
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        grace = self.settings.stale_grace
+        if self._good is not None and grace > 0 and now - self._failing_since < grace:
+            left = grace - (now - self._failing_since)
+            log.error("PAC failed: %s; keeping the last good script for %.0f s more "
+                      "(--pac-stale-grace)", error, left)  # fmt: skip
+            snap = PacSnapshot(self._good.script, self._good.sha256, error, stale=True)
+        else:
+            log.error("PAC failed: %s; every PAC-decided connection is rejected", error)
+            snap = PacSnapshot(None, None, error)
+        await self.publish(snap)
+
+    async def publish(self, snap: PacSnapshot) -> None:
+        self.snapshot = snap
+        result = self.on_change(snap)
+        if result is not None:
+            await result
+
+    # ----------------------------------------------------------------- sources
+
+    def _read_file(self, path: Path) -> str:
+        try:
+            check_not_writable_by_others(path)
+            with path.open("rb") as f:
+                data = f.read(self.settings.max_bytes + 1)
+        except OSError as exc:
+            raise PacSourceError(f"{path}: {exc.strerror or exc}") from None
+        check_size(len(data), self.settings.max_bytes, str(path))
+        return decode_pac(data)
+
+    def _client(self) -> object:
+        import aiohttp
+
+        if self._session is None:
+            mark = self.settings.mark
+
+            def marked_socket(addr_info: tuple) -> socket.socket:  # type: ignore[type-arg]
+                family, type_, proto = addr_info[0], addr_info[1], addr_info[2]
+                sock = socket.socket(family, type_, proto)
+                if mark is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+                return sock
+
+            connector = aiohttp.TCPConnector(
+                ssl=self.settings.ssl_context or ssl.create_default_context(),
+                socket_factory=marked_socket,
+                limit=2,
+            )
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
+        return self._session
+
+    async def _fetch(self, url: str) -> _Fetched:
+        import aiohttp
+
+        session = self._client()
+        headers = {"Accept": "application/x-ns-proxy-autoconfig, */*;q=0.5"}
+        if self._good is not None and self._good_etag:
+            headers["If-None-Match"] = self._good_etag
+        if self._good is not None and self._good_last_modified:
+            headers["If-Modified-Since"] = self._good_last_modified
+        timeout = aiohttp.ClientTimeout(total=self.settings.timeout)
+        max_bytes = self.settings.max_bytes
+        try:
+            async with session.get(  # type: ignore[attr-defined]
+                url, headers=headers, timeout=timeout, max_redirects=5
+            ) as resp:
+                if urlsplit(url).scheme.lower() == "https":
+                    for hop in (*resp.history, resp):
+                        if hop.url.scheme != "https":
+                            raise PacSourceError(f"{url}: redirected away from https")
+                if resp.status == 304:
+                    return _Fetched(304)
+                if resp.status != 200:
+                    raise PacSourceError(f"{url}: HTTP {resp.status} {resp.reason or ''}".strip())
+                if resp.content_length is not None:
+                    check_size(resp.content_length, max_bytes, url)
+                body = bytearray()
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    body += chunk
+                    check_size(len(body), max_bytes, url)
+                content_type = resp.headers.get("Content-Type", "")
+                return _Fetched(
+                    200,
+                    bytes(body),
+                    resp.charset if content_type else None,
+                    resp.headers.get("ETag"),
+                    resp.headers.get("Last-Modified"),
+                )
+        except PacSourceError:
+            raise
+        except TimeoutError:
+            raise PacSourceError(f"{url}: no answer within {self.settings.timeout:g} s") from None
+        except aiohttp.ClientError as exc:
+            raise PacSourceError(f"{url}: {exc or type(exc).__name__}") from None
+        except (ssl.SSLError, OSError) as exc:
+            raise PacSourceError(f"{url}: {exc}") from None
+
+
+def warn_about_plain_http(source: str | None) -> None:
+    if source and urlsplit(source).scheme.lower() == "http":
+        log.warning(
+            "PAC %s is fetched over plain http: anyone on the path can change the policy", source
+        )

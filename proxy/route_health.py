@@ -1,0 +1,46 @@
+"""Proxies that just failed are tried last for a while (`--bad-proxy-ttl`), as browsers do.
+
+Without this, a dead first proxy in a PAC list would cost every new connection the full
+connect timeout before the next entry is tried. A bad proxy is never dropped: when nothing
+else is left it is still tried, so this only reorders, it never widens a decision.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from pac.routes import Route
+
+
+class BadProxies:
+    """Routes that failed recently, with the time they count as bad until."""
+
+    __slots__ = ("_until", "ttl")
+
+    def __init__(self, ttl: float = 300.0) -> None:
+        self.ttl = ttl
+        self._until: dict[tuple[str, str, int], float] = {}
+
+    def order(self, routes: Sequence[Route]) -> tuple[Route, ...]:
+        """The routes with recently failed proxies moved to the end (order kept otherwise)."""
+        if not self._until or len(routes) < 2:
+            return tuple(routes)
+        now = time.monotonic()
+        good: list[Route] = []
+        bad: list[Route] = []
+        for route in routes:
+            until = self._until.get((route.kind, route.host, route.port))
+            if until is not None and until > now:
+                bad.append(route)
+            else:
+                good.append(route)
+        return (*good, *bad)
+
+    def failed(self, route: Route) -> None:
+        if route.kind != "DIRECT" and self.ttl > 0:
+            self._until[(route.kind, route.host, route.port)] = time.monotonic() + self.ttl
+
+    def worked(self, route: Route) -> None:
+        if self._until:
+            self._until.pop((route.kind, route.host, route.port), None)

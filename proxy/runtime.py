@@ -1,0 +1,130 @@
+"""Putting one `airgap-proxy run` together: the policy, the PAC machinery, the worker(s).
+
+A static policy decides synchronously. A PAC policy gets a `PacDecider` (evaluation off the
+event loop) fed by a `PacSource`: in a single process the source runs beside the listeners;
+with several workers it runs once, in the supervisor, which sends each worker the same
+snapshot over its control pipe (`proxy.workers`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from pac.sandbox import AsyncPacSandbox, Limits
+from proxy.pac_decider import PacDecider
+from proxy.pac_source import PacSettings, PacSnapshot, PacSource, warn_about_plain_http
+from proxy.resolver import NameResolver
+from proxy.server import Background, RunSettings, serve
+from proxy.workers import control_reader, supervise
+from rules.policy import Policy
+from rules.settings import ContainersProxyConfig
+
+log = logging.getLogger("airgap.proxy")
+
+
+@dataclass(slots=True)
+class PacOptions:
+    """How PAC scripts are fetched and evaluated (the `--pac-*` options)."""
+
+    source: PacSettings
+    limits: Limits
+    engine: str = "pacparser"
+    evaluators: int = 2
+    max_queue: int = 256
+
+
+def pac_ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
+    """PAC downloads are verified against the system store, plus `--ca-bundle` if given."""
+    context = ssl.create_default_context()
+    if ca_bundle:
+        context.load_verify_locations(cafile=ca_bundle)
+    return context
+
+
+def make_validator(opts: PacOptions) -> Callable[[str], Awaitable[None]]:
+    """Load a script into a throw-away engine process: it must load and define the entry."""
+
+    async def validate(script: str) -> None:
+        sandbox = AsyncPacSandbox(script, engine=opts.engine, limits=opts.limits, workers=1)
+        try:
+            await sandbox.start()
+        finally:
+            await sandbox.aclose()
+
+    return validate
+
+
+def make_source(
+    cfg: ContainersProxyConfig,
+    opts: PacOptions,
+    on_change: Callable[[PacSnapshot], Awaitable[None] | None],
+) -> PacSource:
+    """`embeddedPac` wins over `pac` (Docker Desktop's precedence)."""
+    inline = cfg.embedded_pac
+    source = None if inline is not None else cfg.pac
+    if source is not None:
+        warn_about_plain_http(source)
+    return PacSource(source, inline, opts.source, make_validator(opts), on_change)
+
+
+def _guarded(source: PacSource) -> Background:
+    """Run the source; if it ever dies, say so and fail closed."""
+
+    async def job(_stop: asyncio.Event) -> None:
+        try:
+            await source.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("PAC refresh stopped")
+            await source.publish(PacSnapshot(None, error=f"PAC refresh stopped: {exc}"))
+
+    return job
+
+
+async def run_worker(
+    settings: RunSettings,
+    cfg: ContainersProxyConfig,
+    policy: Policy,
+    pac: PacOptions,
+    control_fd: int | None,
+) -> int:
+    """One worker process: listeners, and the PAC decider when the policy uses a PAC."""
+    resolver = NameResolver()
+    background: list[Background] = []
+    decider: PacDecider | None = None
+    if policy.uses_pac:
+        decider = PacDecider(resolver, pac.limits, pac.engine, pac.evaluators, pac.max_queue)
+        policy = policy.with_pac_decider(decider.decide)
+        if control_fd is None:
+            background.append(_guarded(make_source(cfg, pac, decider.set_snapshot)))
+    if control_fd is not None:
+        on_snapshot = decider.set_snapshot if decider is not None else None
+        background.append(control_reader(control_fd, on_snapshot))
+    try:
+        return await serve(settings, policy.decide, policy.transparent_ports, resolver, background)
+    finally:
+        if decider is not None:
+            await decider.aclose()
+
+
+async def run_supervisor(
+    count: int,
+    worker_argv: Sequence[str],
+    cfg: ContainersProxyConfig,
+    policy: Policy,
+    pac: PacOptions,
+) -> int:
+    """N workers; with a PAC, one download for all of them."""
+    feed = None
+    if policy.uses_pac:
+
+        async def feed(broadcast: Callable[[PacSnapshot], Awaitable[None]]) -> None:
+            source = make_source(cfg, pac, broadcast)
+            await _guarded(source)(asyncio.Event())
+
+    return await supervise(count, worker_argv, feed)
