@@ -13,7 +13,8 @@ from dataclasses import dataclass
 #: scenario -> target -> list of per-run dicts (metric -> value)
 Results = Mapping[str, Mapping[str, Sequence[Mapping[str, float]]]]
 
-BASE, OURS, PEER, SPLICE = "baseline", "airgap", "pproxy", "airgap-splice"
+BASE, OURS, PEER, SPLICE, LEAN = "baseline", "airgap", "pproxy", "airgap-splice", "lean"
+TARGETS = (BASE, OURS, PEER, SPLICE, LEAN)
 
 
 @dataclass(frozen=True)
@@ -109,9 +110,7 @@ def summarize(results: Results, table: Sequence[Row]) -> list[dict[str, object]]
     """Medians per target, ratios and the target verdict, for the JSON file and the table."""
     out = []
     for row in table:
-        med = {
-            t: median_of(results, row.scenario, t, row.metric) for t in (BASE, OURS, PEER, SPLICE)
-        }
+        med = {t: median_of(results, row.scenario, t, row.metric) for t in TARGETS}
         if row.added:
             base = med[BASE]
             med = {
@@ -142,11 +141,15 @@ def summarize(results: Results, table: Sequence[Row]) -> list[dict[str, object]]
     return out
 
 
-def markdown(summary: Sequence[Mapping[str, object]], with_splice: bool) -> str:
+def markdown(
+    summary: Sequence[Mapping[str, object]], with_splice: bool, with_lean: bool = False
+) -> str:
     """The table people read: medians, ratios, targets."""
     head = ["figure", "no proxy", "airgap-proxy", "pproxy"]
     if with_splice:
         head.append("airgap --splice")
+    if with_lean:
+        head.append("lean relay")
     head += ["airgap / no proxy", "airgap / pproxy", "target (issue 6)", "met"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for item in summary:
@@ -157,6 +160,8 @@ def markdown(summary: Sequence[Mapping[str, object]], with_splice: bool) -> str:
         cells.append(_fmt(med[PEER], digits))
         if with_splice:
             cells.append(_fmt(med[SPLICE], digits))
+        if with_lean:
+            cells.append(_fmt(med[LEAN], digits))
         rb, rp = item["ratio_to_baseline"], item["ratio_to_pproxy"]
         cells.append("—" if rb is None else f"{rb:.2f}x")  # type: ignore[str-format]
         cells.append("—" if rp is None else f"{rp:.2f}x")  # type: ignore[str-format]
@@ -167,4 +172,16 @@ def markdown(summary: Sequence[Mapping[str, object]], with_splice: bool) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["BASE", "OURS", "PEER", "SPLICE", "Row", "markdown", "median_of", "rows", "summarize"]
+__all__ = [
+    "BASE",
+    "LEAN",
+    "OURS",
+    "PEER",
+    "SPLICE",
+    "TARGETS",
+    "Row",
+    "markdown",
+    "median_of",
+    "rows",
+    "summarize",
+]

@@ -45,13 +45,14 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import report, rig
-from benchmarks.report import BASE, OURS, PEER, SPLICE
+from benchmarks.report import BASE, LEAN, OURS, PEER, SPLICE
 
 GIB = 1 << 30
 MIB = 1 << 20
 AIRGAP_PORT = 15101
 SPLICE_PORT = 15102
 PPROXY_PORT = 15103
+LEAN_PORT = 15104
 NGINX_TEMPLATE = """\
 worker_processes 1;
 master_process off;
@@ -204,6 +205,15 @@ class Suite:
         ]  # fmt: skip
         proc = self.procs.start("pproxy", cmd)
         rig.wait_listening(proc, PPROXY_PORT)
+        return proc
+
+    def start_lean(self) -> rig.Proc:
+        cmd = [
+            *self.placement.proxy(), rig.python(), str(rig.BENCH_DIR / "lean_relay.py"),
+            "127.0.0.1", str(LEAN_PORT),
+        ]  # fmt: skip
+        proc = self.procs.start("lean", cmd)
+        rig.wait_listening(proc, LEAN_PORT)
         return proc
 
     def restart(self, target: Target) -> None:
@@ -526,6 +536,8 @@ def run_suite(args: argparse.Namespace) -> int:
             targets.append(Target(PEER, PPROXY_PORT, suite.start_pproxy))
         else:
             suite.info["pproxy"] = "not installed: no peer column"
+        if args.lean:
+            targets.append(Target(LEAN, LEAN_PORT, suite.start_lean))
         bulk_targets = list(targets)
         if "--splice" in airgap_help(suite.airgap_src):
             bulk_targets.append(
@@ -581,7 +593,8 @@ def run_suite(args: argparse.Namespace) -> int:
             table = [row for row in table if row.scenario in args.only]
         summary = report.summarize(suite.results, table)
         with_splice = SPLICE in suite.results.get("bulk_1", {})
-        print(render(suite, summary, with_splice, time.monotonic() - started))
+        with_lean = any(LEAN in per_target for per_target in suite.results.values())
+        print(render(suite, summary, with_splice, with_lean, time.monotonic() - started))
         fatal = [e for e in suite.errors if e["target"] in (BASE, OURS)]
         status = 1 if fatal else 0
         if args.json:
@@ -611,7 +624,9 @@ def run_suite(args: argparse.Namespace) -> int:
             log(f"logs kept in {workdir}")
 
 
-def render(suite: Suite, summary: list[dict[str, object]], with_splice: bool, secs: float) -> str:
+def render(
+    suite: Suite, summary: list[dict[str, object]], with_splice: bool, with_lean: bool, secs: float
+) -> str:
     info = suite.info
     s = suite.settings
     lines = [
@@ -626,7 +641,7 @@ def render(suite: Suite, summary: list[dict[str, object]], with_splice: bool, se
         f"on each of 8; wrk {s.wrk_seconds} s per run; {s.idle_conns} idle connections.",
         f"PAC: {info.get('pac')}." + (f" Peer: {info['pproxy']}." if "pproxy" in info else ""),
         "",
-        report.markdown(summary, with_splice),
+        report.markdown(summary, with_splice, with_lean),
         "",
         f"Suite time: {secs:.0f} s.",
     ]
@@ -698,6 +713,10 @@ def main(argv: list[str] | None = None) -> int:
         help=f"run only these scenarios (repeatable): {', '.join(SCENARIOS)}",
     )  # fmt: skip
     parser.add_argument("--no-pproxy", action="store_true", help="skip the peer")
+    parser.add_argument(
+        "--lean", action="store_true",
+        help="also measure benchmarks/lean_relay.py (the floor of a Python relay, no features)",
+    )  # fmt: skip
     parser.add_argument("--keep-workdir", action="store_true", help="keep logs and configs")
     parser.add_argument(
         "--airgap-src", metavar="DIR",
