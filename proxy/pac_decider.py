@@ -158,6 +158,7 @@ class PacDecider:
                     old, self._sandbox = self._sandbox, None
                 else:
                     old, self._sandbox = self._sandbox, sandbox
+                    log.info("PAC script in use: sha256=%s", (snap.sha256 or "-")[:16])
                 self.snapshot = snap
                 self.cache.clear()
         if old is not None:

@@ -214,8 +214,8 @@ class PacSource:
             event = "recovered, loaded"
         self._failing_since = None
         self._good = PacSnapshot(text, digest)
-        log.info("PAC %s: source=%s sha256=%s bytes=%d", event, self.label, digest[:16], len(text))
         await self.publish(self._good)
+        log.info("PAC %s: source=%s sha256=%s bytes=%d", event, self.label, digest[:16], len(text))
         return True
 
     async def _unchanged(self) -> None:

@@ -48,6 +48,7 @@ HOSTS = {
     "evil.example": [ORIGIN_EVIL],
     "v6.allowed.example": [ORIGIN_V6],
     "other.example": [ORIGIN_B],
+    "docs.docker.com": [ORIGIN_A],
 }
 
 IDENT_PORTS = (80, 443, 8080)
@@ -500,3 +501,81 @@ class ProxyProcess:
                 self.proc.wait(5)
         self._log.close()
         return self.proc.returncode
+
+
+# --------------------------------------------------------------------------- PAC server
+
+
+class PacServer:
+    """A real HTTP server for PAC files (aiohttp, in a background thread), controllable.
+
+    `up()` / `down()` start and stop listening; `script` is served with an ETag, and a
+    request carrying that ETag in If-None-Match gets 304. `requests` counts GETs by status.
+    """
+
+    def __init__(self, script: str = "") -> None:
+        self.port = free_port()
+        self.script = script
+        self.requests: list[int] = []
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self._runner = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/proxy.pac"
+
+    def _call(self, coro) -> None:  # type: ignore[no-untyped-def]
+        asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
+
+    async def _handle(self, request):  # type: ignore[no-untyped-def]
+        from aiohttp import web
+
+        etag = '"' + hashlib.sha256(self.script.encode()).hexdigest()[:16] + '"'
+        if request.headers.get("If-None-Match") == etag:
+            self.requests.append(304)
+            return web.Response(status=304, headers={"ETag": etag})
+        self.requests.append(200)
+        return web.Response(
+            text=self.script,
+            content_type="application/x-ns-proxy-autoconfig",
+            headers={"ETag": etag},
+        )
+
+    def up(self) -> PacServer:
+        from aiohttp import web
+
+        async def start() -> None:
+            app = web.Application()
+            app.router.add_get("/proxy.pac", self._handle)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", self.port).start()
+            self._runner = runner
+
+        self._call(start())
+        return self
+
+    def down(self) -> None:
+        async def stop() -> None:
+            if self._runner is not None:
+                await self._runner.cleanup()
+                self._runner = None
+
+        self._call(stop())
+
+    def close(self) -> None:
+        self.down()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def wait_for(predicate, timeout: float = 15.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+    """Poll `predicate` until true (bounded), else fail with `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -1,0 +1,195 @@
+"""End to end: PAC-driven decisions, with the PAC served by a real HTTP server."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e import harness as h
+from tests.e2e.test_transparent_proxy import is_tls_access_denied
+
+pytestmark = pytest.mark.e2e
+
+FAST = ("--pac-refresh", "1", "--pac-retry-max", "1")
+
+
+def pac_config(url: str | None = None, embedded: str | None = None) -> dict:
+    section: dict = {"mode": "manual", "transparentPorts": "*"}
+    if url is not None:
+        section["pac"] = url
+    if embedded is not None:
+        section["embeddedPac"] = embedded
+    return {"configurationFileVersion": 2, "containersProxy": section}
+
+
+def corporate_pac(upstreams: h.Upstreams) -> str:
+    return f"""
+function FindProxyForURL(url, host) {{
+  if (host == "allowed.example") return "DIRECT";
+  if (host == "www.allowed.example") return "PROXY 127.0.0.1:{upstreams.http_port}";
+  if (host == "rr.example") return "SOCKS5 127.0.0.1:{upstreams.socks_port}";
+  if (host == "evil.example") return "PROXY reject.docker.internal:1234";
+  if (host == "other.example")
+    return "PROXY {h.ORIGIN_BLACKHOLE}:3128; PROXY 127.0.0.1:{upstreams.http_port}";
+  if (host == "loop.example") {{ while (true) {{}} }}
+  if (isInNet(host, "{h.ORIGIN_C}", "255.255.255.255")) return "DIRECT";
+  return "PROXY reject.docker.internal:80";
+}}
+"""
+
+
+def in_use(proxy: h.ProxyProcess) -> int:
+    """How many times a worker swapped a script in."""
+    return proxy.log_text().count("PAC script in use")
+
+
+@pytest.fixture
+def pac_server() -> Iterator[h.PacServer]:
+    server = h.PacServer()
+    yield server
+    server.close()
+
+
+def test_pac_routes_direct_connect_socks_and_reject(start_proxy, upstreams, pac_server) -> None:
+    pac_server.script = corporate_pac(upstreams)
+    pac_server.up()
+    proxy = start_proxy(pac_config(pac_server.url))
+    h.wait_for(lambda: "PAC script in use" in proxy.log_text(), what="the PAC to load")
+    assert h.origin_of(h.tls_probe(h.ORIGIN_A, 443, "allowed.example")) == f"{h.ORIGIN_A}:443"
+    # CONNECT and SOCKS5 carry the name: the upstream resolves it, whatever IP was dialled.
+    answer = h.tls_probe(h.ORIGIN_C, 443, "www.allowed.example")
+    assert h.origin_of(answer) == f"{h.ORIGIN_A}:443"
+    answer = h.tls_probe(h.ORIGIN_EVIL, 443, "rr.example")
+    assert h.origin_of(answer) in (f"{h.ORIGIN_B}:443", f"{h.ORIGIN_C}:443")
+    assert is_tls_access_denied(h.tls_probe(h.ORIGIN_EVIL, 443, "evil.example"))
+    assert h.http_get(h.ORIGIN_EVIL, 80, "evil.example").startswith(b"HTTP/1.1 403 ")
+    # No name on other ports: the PAC sees the IP.
+    with h.client_socket(h.ORIGIN_C, h.ECHO_PORT) as sock:
+        sock.sendall(b"pac")
+        sock.shutdown(socket.SHUT_WR)
+        assert h.recv_all(sock) == b"pacBYE"
+    record = proxy.wait_record(lambda r: r.get("hostname") == "www.allowed.example")
+    assert record["route"] == f"PROXY 127.0.0.1:{upstreams.http_port}"
+    assert "PAC returned" in record["reason"]
+    record = proxy.wait_record(lambda r: r.get("hostname") == "evil.example")
+    assert record["decision"] == "REJECT" and "reject.docker.internal" in record["reason"]
+
+
+def test_dead_first_proxy_is_skipped_after_it_failed(start_proxy, upstreams, pac_server) -> None:
+    pac_server.script = corporate_pac(upstreams)
+    pac_server.up()
+    proxy = start_proxy(pac_config(pac_server.url), "--workers", "1", "--connect-timeout", "1.5")
+    h.wait_for(lambda: "PAC script in use" in proxy.log_text(), what="the PAC to load")
+    started = time.monotonic()
+    assert h.origin_of(h.tls_probe(h.ORIGIN_A, 443, "other.example")) == f"{h.ORIGIN_B}:443"
+    first = time.monotonic() - started
+    started = time.monotonic()
+    assert h.origin_of(h.tls_probe(h.ORIGIN_A, 443, "other.example")) == f"{h.ORIGIN_B}:443"
+    second = time.monotonic() - started
+    assert first >= 1.4, "the first connection waited for the dead proxy"
+    assert second < 1.0, "the second one tried the live proxy first"
+
+
+def test_pac_server_down_up_changed_down(start_proxy, upstreams, pac_server) -> None:
+    pac_server.script = corporate_pac(upstreams)
+    proxy = start_proxy(pac_config(pac_server.url), *FAST, "--workers", "1")
+    # Down at start: everything PAC-decided is blocked, with the reason.
+    assert is_tls_access_denied(h.tls_probe(h.ORIGIN_A, 443, "allowed.example"))
+    record = proxy.wait_record(lambda r: r.get("hostname") == "allowed.example")
+    assert "PAC unavailable" in record["reason"]
+    # Comes up: traffic flows without a restart.
+    pac_server.up()
+    h.wait_for(lambda: "PAC recovered, loaded" in proxy.log_text(), what="the PAC to load")
+    h.wait_for(lambda: "PAC script in use" in proxy.log_text(), what="the script in use")
+    assert h.origin_of(h.tls_probe(h.ORIGIN_A, 443, "allowed.example")) == f"{h.ORIGIN_A}:443"
+    # An open relay, then a changed script that blocks everything.
+    with h.client_socket(h.ORIGIN_C, h.ECHO_PORT) as relay:
+        relay.sendall(b"one ")
+        assert relay.recv(10) == b"one "
+        pac_server.script = (
+            'function FindProxyForURL(u, h) { return "PROXY reject.docker.internal:1"; }'
+        )
+        h.wait_for(lambda: in_use(proxy) == 2, what="the new script")
+        assert is_tls_access_denied(h.tls_probe(h.ORIGIN_A, 443, "allowed.example"))
+        relay.sendall(b"two")
+        assert relay.recv(10) == b"two", "open connections are not cut by a new script"
+    # Down again: blocked again, even under a script that would allow it.
+    pac_server.script = corporate_pac(upstreams)
+    h.wait_for(lambda: in_use(proxy) == 3, what="the allowing script")
+    assert h.origin_of(h.tls_probe(h.ORIGIN_A, 443, "allowed.example")) == f"{h.ORIGIN_A}:443"
+    failures = proxy.log_text().count("PAC failed")
+    pac_server.down()
+    h.wait_for(lambda: proxy.log_text().count("PAC failed") > failures, what="a failed refresh")
+    assert is_tls_access_denied(h.tls_probe(h.ORIGIN_A, 443, "allowed.example"))
+
+
+def test_unchanged_pac_is_revalidated_with_304(start_proxy, upstreams, pac_server) -> None:
+    pac_server.script = corporate_pac(upstreams)
+    pac_server.up()
+    proxy = start_proxy(pac_config(pac_server.url), *FAST)
+    h.wait_for(lambda: 304 in pac_server.requests, what="a conditional refresh")
+    h.wait_for(lambda: "PAC unchanged" in proxy.log_text(), what="the unchanged log line")
+    assert pac_server.requests[0] == 200
+    assert proxy.log_text().count("PAC loaded") == 1
+    assert h.origin_of(h.tls_probe(h.ORIGIN_A, 443, "allowed.example")) == f"{h.ORIGIN_A}:443"
+
+
+def test_one_download_serves_every_worker(start_proxy, upstreams, pac_server) -> None:
+    pac_server.script = corporate_pac(upstreams)
+    pac_server.up()
+    proxy = start_proxy(pac_config(pac_server.url), "--workers", "2")
+    h.wait_for(lambda: in_use(proxy) == 2, what="both workers to use the script")
+    for _ in range(6):  # spread over both workers by SO_REUSEPORT
+        assert h.origin_of(h.tls_probe(h.ORIGIN_A, 443, "allowed.example")) == (f"{h.ORIGIN_A}:443")
+    assert pac_server.requests == [200]
+
+
+def test_endless_script_rejects_that_connection_only(start_proxy, upstreams, pac_server) -> None:
+    pac_server.script = corporate_pac(upstreams)
+    pac_server.up()
+    proxy = start_proxy(pac_config(pac_server.url), "--workers", "1")
+    h.wait_for(lambda: "PAC script in use" in proxy.log_text(), what="the PAC to load")
+    outcome: dict[str, object] = {}
+
+    def looping() -> None:
+        started = time.monotonic()
+        outcome["answer"] = h.tls_probe(h.ORIGIN_A, 443, "loop.example")
+        outcome["seconds"] = time.monotonic() - started
+
+    thread = threading.Thread(target=looping)
+    thread.start()
+    time.sleep(0.2)
+    for _ in range(3):  # others keep flowing meanwhile
+        started = time.monotonic()
+        assert h.origin_of(h.tls_probe(h.ORIGIN_A, 443, "allowed.example")) == f"{h.ORIGIN_A}:443"
+        assert time.monotonic() - started < 0.9
+    thread.join(10)
+    assert is_tls_access_denied(outcome["answer"])  # type: ignore[arg-type]
+    assert outcome["seconds"] < 2.0 + 0.5  # the 1 s bound, plus the worker restart
+    record = proxy.wait_record(lambda r: r.get("hostname") == "loop.example")
+    assert "timeout" in record["reason"]
+
+
+@pytest.mark.parametrize(
+    ("condition", "reaches"),
+    [
+        ('shExpMatch(url, "https://docs.docker.com:443/enterprise/security/*")', False),
+        ('host == "docs.docker.com" && url.indexOf(":443") > 0', True),
+    ],
+)
+def test_docker_documentation_example(start_proxy, condition: str, reaches: bool) -> None:
+    script = (
+        f"function FindProxyForURL(url, host) {{ if ({condition}) return 'DIRECT';"
+        " return 'PROXY reject.docker.internal:1234'; }"
+    )
+    proxy = start_proxy(pac_config(embedded=script))
+    h.wait_for(lambda: "PAC script in use" in proxy.log_text(), what="the embedded PAC")
+    answer = h.tls_probe(h.ORIGIN_A, 443, "docs.docker.com")
+    if reaches:
+        assert h.origin_of(answer) == f"{h.ORIGIN_A}:443"
+    else:
+        assert is_tls_access_denied(answer)
