@@ -1,0 +1,152 @@
+"""PAC decisions in the proxy: the cache never crosses destinations, clients or time;
+overload rejects; an unavailable PAC rejects (real engine processes, no network)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pac.sandbox import Limits
+from proxy.pac_decider import PacDecider
+from proxy.pac_source import PacSnapshot, sha256_text
+from proxy.resolver import NameResolver
+from rules.model import Destination
+
+
+class TableResolver(NameResolver):
+    """A NameResolver answering from a fixed table (what the cache validates against)."""
+
+    def __init__(self, table: dict[str, tuple[str, ...]]) -> None:
+        super().__init__()
+        self.table = table
+        self.lookups = 0
+
+    async def _lookup(self, loop: asyncio.AbstractEventLoop, name: str) -> tuple[str, ...]:
+        self.lookups += 1
+        return self.table.get(name, ())
+
+
+async def _decider(script: str, resolver: NameResolver | None = None, **kw) -> PacDecider:
+    decider = PacDecider(
+        resolver or TableResolver({}), Limits(time=1.0), "pacparser", evaluators=2, **kw
+    )
+    await decider.set_snapshot(PacSnapshot(script, sha256_text(script)))
+    return decider
+
+
+DEST_SCRIPT = """function FindProxyForURL(url, host) {
+  if (isInNet(dnsResolve(host), "203.0.113.0", "255.255.255.0")) return "DIRECT";
+  return "PROXY corp.example:3128";
+}"""
+
+
+async def test_cache_never_gives_one_destination_the_answer_of_another() -> None:
+    decider = await _decider(DEST_SCRIPT)
+    try:
+        inside = Destination("203.0.113.5", 443, "app.example", "10.0.0.1")
+        outside = Destination("198.51.100.5", 443, "app.example", "10.0.0.1")
+        first = await decider.decide(inside)
+        assert first.action == "DIRECT"
+        assert await decider.decide(inside) is first, "identical inputs hit the cache"
+        assert (await decider.decide(outside)).routes[0].pac_spelling() == (
+            "PROXY corp.example:3128"
+        )
+    finally:
+        await decider.aclose()
+
+
+async def test_cache_respects_other_names_answers() -> None:
+    script = """function FindProxyForURL(url, host) {
+      return dnsResolve("switch.example") == "203.0.113.1" ? "DIRECT" : "PROXY p.example:1";
+    }"""
+    resolver = TableResolver({"switch.example": ("203.0.113.1",)})
+    decider = await _decider(script, resolver)
+    try:
+        dest = Destination("203.0.113.9", 443, "app.example", "10.0.0.1")
+        assert (await decider.decide(dest)).action == "DIRECT"
+        resolver.table["switch.example"] = ("198.51.100.1",)
+        resolver._cache.clear()  # the old answer expired
+        assert (await decider.decide(dest)).action == "PROXY"
+    finally:
+        await decider.aclose()
+
+
+async def test_cache_never_gives_one_client_the_answer_of_another() -> None:
+    script = """function FindProxyForURL(url, host) {
+      return myIpAddress() == "10.0.0.1" ? "DIRECT" : "PROXY p.example:1";
+    }"""
+    decider = await _decider(script)
+    try:
+        a = Destination("203.0.113.5", 443, "app.example", "10.0.0.1")
+        b = Destination("203.0.113.5", 443, "app.example", "10.0.0.2")
+        assert (await decider.decide(a)).action == "DIRECT"
+        assert (await decider.decide(b)).action == "PROXY"
+        assert (await decider.decide(a)).action == "DIRECT"
+    finally:
+        await decider.aclose()
+
+
+async def test_time_dependent_results_are_never_cached() -> None:
+    script = """function FindProxyForURL(url, host) {
+      return "PROXY t" + new Date().getTime() + ".example:1";
+    }"""
+    decider = await _decider(script)
+    try:
+        dest = Destination("203.0.113.5", 443, "app.example", "10.0.0.1")
+        first = await decider.decide(dest)
+        await asyncio.sleep(0.01)
+        second = await decider.decide(dest)
+        assert first.routes != second.routes
+        assert len(decider.cache) == 0
+    finally:
+        await decider.aclose()
+
+
+async def test_a_new_script_clears_the_cache() -> None:
+    decider = await _decider('function FindProxyForURL(u, h) { return "DIRECT"; }')
+    try:
+        dest = Destination("203.0.113.5", 443, "app.example", "10.0.0.1")
+        assert (await decider.decide(dest)).action == "DIRECT"
+        script = 'function FindProxyForURL(u, h) { return "PROXY reject.docker.internal:1"; }'
+        await decider.set_snapshot(PacSnapshot(script, sha256_text(script)))
+        assert (await decider.decide(dest)).action == "REJECT"
+    finally:
+        await decider.aclose()
+
+
+async def test_unavailable_pac_rejects_with_the_reason() -> None:
+    decider = await _decider('function FindProxyForURL(u, h) { return "DIRECT"; }')
+    try:
+        await decider.set_snapshot(PacSnapshot(None, error="http://pac: HTTP 503"))
+        decision = await decider.decide(Destination("203.0.113.5", 443, "a.example", "10.0.0.1"))
+        assert decision.action == "REJECT"
+        assert decision.reason == "PAC unavailable: http://pac: HTTP 503"
+    finally:
+        await decider.aclose()
+
+
+async def test_a_full_queue_rejects_new_connections() -> None:
+    script = "function FindProxyForURL(u, h) { while (true) {} }"
+    decider = await _decider(script, max_queue=2)
+    try:
+        dests = [Destination(f"203.0.113.{i}", 8080, None, "10.0.0.1") for i in range(1, 6)]
+        decisions = await asyncio.gather(*(decider.decide(d) for d in dests))
+        reasons = [d.reason for d in decisions]
+        assert all(d.action == "REJECT" for d in decisions)
+        assert sum("PAC overloaded" in r for r in reasons) == 3
+        assert sum("timeout" in r for r in reasons) == 2
+    finally:
+        await decider.aclose()
+
+
+async def test_sentinel_after_routes_rejects_once_they_fail() -> None:
+    script = (
+        "function FindProxyForURL(u, h) {"
+        ' return "PROXY a.example:1; PROXY reject.docker.internal:0"; }'
+    )
+    decider = await _decider(script)
+    try:
+        decision = await decider.decide(Destination("203.0.113.5", 443, "x.example", "10.0.0.1"))
+        assert [r.pac_spelling() for r in decision.routes] == ["PROXY a.example:1"]
+        assert decision.then_reject and decision.name_based
+    finally:
+        await decider.aclose()

@@ -1,0 +1,161 @@
+"""PacSource: fail closed until loaded and on every failure, stale grace, validation before
+the swap, conditional refresh, file permissions (a real aiohttp server on loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from proxy.pac_source import PacSettings, PacSnapshot, PacSource
+
+GOOD = 'function FindProxyForURL(url, host) { return "DIRECT"; }'
+
+
+async def strict_validate(script: str) -> None:
+    if "FindProxyForURL" not in script:
+        raise ValueError("no FindProxyForURL")
+
+
+class Server:
+    def __init__(self) -> None:
+        self.body: bytes = GOOD.encode()
+        self.status = 200
+        self.content_type = "application/x-ns-proxy-autoconfig"
+        self.charset: str | None = None
+        self.seen_if_none_match: list[str | None] = []
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.seen_if_none_match.append(request.headers.get("If-None-Match"))
+        etag = f'"{hash(self.body) & 0xFFFF:x}"'
+        if request.headers.get("If-None-Match") == etag and self.status == 200:
+            return web.Response(status=304, headers={"ETag": etag})
+        return web.Response(
+            status=self.status, body=self.body, content_type=self.content_type,
+            charset=self.charset, headers={"ETag": etag},
+        )  # fmt: skip
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[Server, str]]:
+    state = Server()
+    app = web.Application()
+    app.router.add_get("/p.pac", state.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield state, f"http://127.0.0.1:{port}/p.pac"
+    await runner.cleanup()
+
+
+def _source(url: str | None, seen: list[PacSnapshot], inline: str | None = None, **kw) -> PacSource:
+    return PacSource(url, inline, PacSettings(**kw), strict_validate, seen.append)
+
+
+async def test_loads_then_refreshes_with_304(server) -> None:
+    state, url = server
+    seen: list[PacSnapshot] = []
+    source = _source(url, seen)
+    try:
+        assert source.snapshot.script is None and "not loaded" in (source.snapshot.error or "")
+        assert await source.refresh_once()
+        assert seen[-1].script == GOOD
+        assert await source.refresh_once()
+        assert state.seen_if_none_match[-1] is not None, "the refresh was conditional"
+        assert len(seen) == 1, "an unchanged script is not republished"
+    finally:
+        await source.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expect"),
+    [
+        (503, GOOD.encode(), "HTTP 503"),
+        (200, b"not a pac", "script refused"),
+        (200, b"x" * 2048, "more than 1024 bytes"),
+    ],
+)
+async def test_every_failure_fails_closed_even_after_a_good_script(
+    server, status: int, body: bytes, expect: str
+) -> None:
+    state, url = server
+    seen: list[PacSnapshot] = []
+    source = _source(url, seen, max_bytes=1024)
+    try:
+        assert await source.refresh_once()
+        state.status, state.body = status, body
+        assert not await source.refresh_once()
+        assert seen[-1].script is None
+        assert expect in (seen[-1].error or "")
+        state.status, state.body = 200, GOOD.encode()
+        assert await source.refresh_once()
+        assert seen[-1].script == GOOD, "recovers without a restart"
+    finally:
+        await source.close()
+
+
+async def test_unreachable_source_fails_closed() -> None:
+    seen: list[PacSnapshot] = []
+    source = _source("http://127.0.0.1:9/p.pac", seen, timeout=2)
+    try:
+        assert not await source.refresh_once()
+        assert seen[-1].script is None and "127.0.0.1:9" in (seen[-1].error or "")
+    finally:
+        await source.close()
+
+
+async def test_stale_grace_keeps_the_last_good_script_for_a_bounded_time(server) -> None:
+    state, url = server
+    seen: list[PacSnapshot] = []
+    source = _source(url, seen, stale_grace=0.3)
+    try:
+        assert await source.refresh_once()
+        state.status = 500
+        assert not await source.refresh_once()
+        assert seen[-1].script == GOOD and seen[-1].stale
+        await asyncio.sleep(0.35)
+        assert not await source.refresh_once()
+        assert seen[-1].script is None, "the grace ran out"
+    finally:
+        await source.close()
+
+
+async def test_charset_and_bom_decoding(server) -> None:
+    state, url = server
+    seen: list[PacSnapshot] = []
+    source = _source(url, seen)
+    script = 'function FindProxyForURL(u, h) { return h == "caf\u00e9" ? "DIRECT" : "DIRECT"; }'
+    try:
+        state.body = script.encode("latin-1")
+        state.charset = "iso-8859-1"
+        assert await source.refresh_once()
+        assert seen[-1].script == script
+        state.body = b"\xef\xbb\xbf" + script.replace("DIRECT", "PROXY a:1", 1).encode()
+        assert await source.refresh_once()
+        assert seen[-1].script is not None and seen[-1].script.startswith("function")
+    finally:
+        await source.close()
+
+
+async def test_embedded_script_that_does_not_load_is_unavailable() -> None:
+    seen: list[PacSnapshot] = []
+    await _source(None, seen, inline="var x = 1;").run()
+    assert seen[-1].script is None and "script refused" in (seen[-1].error or "")
+
+
+async def test_file_source_refused_when_others_can_write_it(tmp_path: Path) -> None:
+    path = tmp_path / "p.pac"
+    path.write_text(GOOD)
+    path.chmod(0o666)
+    seen: list[PacSnapshot] = []
+    source = _source(f"file://{path}", seen)
+    assert not await source.refresh_once()
+    assert "writable by group or others" in (seen[-1].error or "")
+    path.chmod(0o644)
+    assert await source.refresh_once()
+    assert seen[-1].script == GOOD
