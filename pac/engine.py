@@ -12,6 +12,7 @@ engines in a supervised worker process.
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -39,9 +40,12 @@ _DUKPY_CALL = (
 _LOAD_QUERY = "\x01load"
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def _check_arg(value: str, what: str) -> None:
     """C strings (pacparser) end at NUL, and no URL or host has control characters."""
-    if not isinstance(value, str) or any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if not isinstance(value, str) or _CONTROL.search(value):
         raise ValueError(f"{what} must be a string without control characters")
 
 
