@@ -110,3 +110,32 @@ def test_redirect_hint_is_scoped_to_a_group_and_skips_loopback() -> None:
     assert hint.endswith("--to-ports 15001")
     ports = parse_config_text('{"transparentPorts": "80,443,8000-8100"}', "x")
     assert "--dports 80,443,8000:8100" in redirect_hint(ports, 1)
+
+
+def test_explain_evaluates_an_embedded_pac(tmp_path: Path) -> None:
+    script = (
+        "function FindProxyForURL(url, host) {"
+        ' if (dnsDomainIs(host, ".corp.example")) return "DIRECT";'
+        ' if (isInNet(host, "198.51.100.0", "255.255.255.0")) return "SOCKS5 s.example:1080";'
+        ' return "PROXY reject.docker.internal:80"; }'
+    )
+    cfg = _config(tmp_path, {"mode": "manual", "embeddedPac": script, "transparentPorts": "*"})
+    decision = json.loads(_explain("--config", cfg, "git.corp.example:443").stdout)
+    assert decision["action"] == "DIRECT"
+    assert "PAC returned 'DIRECT'" in decision["reason"]
+    decision = json.loads(_explain("--config", cfg, "198.51.100.7:22").stdout)
+    assert decision["routes"] == ["SOCKS5 s.example:1080"]
+    decision = json.loads(_explain("--config", cfg, "www.example.org:443").stdout)
+    assert decision["action"] == "REJECT" and decision["routes"] == []
+    assert "reject.docker.internal" in decision["reason"]
+
+
+def test_explain_with_an_unreachable_pac_says_it_blocks(tmp_path: Path) -> None:
+    cfg = _config(
+        tmp_path, {"mode": "manual", "pac": "http://127.0.0.1:9/p.pac", "transparentPorts": "*"}
+    )
+    out = _explain("--config", cfg, "--pac-timeout", "2", "www.example.org:443")
+    assert out.returncode == 0, out.stderr
+    decision = json.loads(out.stdout)
+    assert decision["action"] == "REJECT"
+    assert decision["reason"].startswith("PAC unavailable: ")
