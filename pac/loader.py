@@ -12,8 +12,9 @@ import asyncio
 import codecs
 import ssl
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from pac.sandbox import DEFAULT_MAX_BYTES
@@ -86,31 +87,50 @@ def _charset_of(content_type: str | None) -> str | None:
     return None
 
 
-async def fetch_pac(
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """One PAC download: `status` 200 (with the body) or 304 (unchanged)."""
+
+    status: int
+    body: bytes = b""
+    charset: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+async def fetch_pac_with(
+    session: Any,
     url: str,
     max_bytes: int = DEFAULT_MAX_BYTES,
     timeout: float = DEFAULT_FETCH_TIMEOUT,
-    ssl_context: ssl.SSLContext | None = None,
-) -> tuple[bytes, str | None]:
-    """GET an http(s) PAC: (body, charset). Certificates are verified (`ssl_context` lets
-    a caller add a private CA, never turn verification off); the whole exchange is bounded
-    by `timeout`; the body by `max_bytes`, counted as it arrives; only 200 is accepted, and
-    a redirect may not leave https.
-    """
+    etag: str | None = None,
+    last_modified: str | None = None,
+) -> Fetched:
+    """GET an http(s) PAC through an aiohttp `session` (whose connector holds the TLS
+    context and socket options). With `etag`/`last_modified` the request is conditional and
+    may answer 304. Bounded by `timeout` for the whole exchange and by `max_bytes`, counted
+    as the body arrives; any other status than 200/304, and a redirect that leaves https, is
+    a PacSourceError."""
     import aiohttp
 
     scheme = urlsplit(url).scheme.lower()
     if scheme not in ("http", "https"):
         raise PacSourceError(f"{url}: not an http(s) URL")
-    context = ssl_context or ssl.create_default_context()
-    client_timeout = aiohttp.ClientTimeout(total=timeout)
+    headers = {"Accept": "application/x-ns-proxy-autoconfig, */*;q=0.5"}
+    if etag:
+        headers["If-None-Match"] = etag
+    if last_modified:
+        headers["If-Modified-Since"] = last_modified
     try:
-        async with (
-            aiohttp.ClientSession(timeout=client_timeout, trust_env=False) as session,
-            session.get(url, ssl=context, max_redirects=5) as resp,
-        ):
-            if scheme == "https" and resp.url.scheme != "https":
+        async with session.get(
+            url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout), max_redirects=5
+        ) as resp:
+            if scheme == "https" and any(
+                hop.url.scheme != "https" for hop in (*resp.history, resp)
+            ):
                 raise PacSourceError(f"{url}: redirected away from https to {resp.url}")
+            if resp.status == 304 and (etag or last_modified):
+                return Fetched(304)
             if resp.status != 200:
                 raise PacSourceError(f"{url}: HTTP {resp.status} {resp.reason or ''}".rstrip())
             if resp.content_length is not None:
@@ -119,7 +139,13 @@ async def fetch_pac(
             async for chunk in resp.content.iter_chunked(1 << 16):
                 body += chunk
                 check_size(len(body), max_bytes, url)
-            return bytes(body), _charset_of(resp.headers.get("Content-Type"))
+            return Fetched(
+                200,
+                bytes(body),
+                _charset_of(resp.headers.get("Content-Type")),
+                resp.headers.get("ETag"),
+                resp.headers.get("Last-Modified"),
+            )
     except PacSourceError:
         raise
     except TimeoutError:
@@ -128,6 +154,25 @@ async def fetch_pac(
         raise PacSourceError(f"{url}: {exc or type(exc).__name__}") from None
     except (ssl.SSLError, OSError) as exc:
         raise PacSourceError(f"{url}: {exc}") from None
+
+
+async def fetch_pac(
+    url: str,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    timeout: float = DEFAULT_FETCH_TIMEOUT,
+    ssl_context: ssl.SSLContext | None = None,
+) -> tuple[bytes, str | None]:
+    """GET an http(s) PAC once: (body, charset). Certificates are verified (`ssl_context`
+    lets a caller add a private CA, never turn verification off); proxy variables are
+    ignored (trust_env=False)."""
+    import aiohttp
+
+    if urlsplit(url).scheme.lower() not in ("http", "https"):
+        raise PacSourceError(f"{url}: not an http(s) URL")
+    connector = aiohttp.TCPConnector(ssl=ssl_context or ssl.create_default_context())
+    async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
+        fetched = await fetch_pac_with(session, url, max_bytes, timeout)
+    return fetched.body, fetched.charset
 
 
 def read_pac(

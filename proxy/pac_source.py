@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from pac.loader import PacSourceError, check_size, decode_pac
+from pac.loader import Fetched, PacSourceError, check_size, decode_pac, fetch_pac_with
 
 log = logging.getLogger("airgap.pac")
 
@@ -72,15 +72,6 @@ class PacSettings:
     max_bytes: int = 1 << 20
     ssl_context: ssl.SSLContext | None = None
     mark: int | None = None
-
-
-@dataclass(slots=True)
-class _Fetched:
-    status: int  # 200 or 304
-    body: bytes = b""
-    charset: str | None = None
-    etag: str | None = None
-    last_modified: str | None = None
 
 
 def sha256_text(text: str) -> str:
@@ -282,51 +273,12 @@ class PacSource:
             self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
         return self._session
 
-    async def _fetch(self, url: str) -> _Fetched:
-        import aiohttp
-
-        session = self._client()
-        headers = {"Accept": "application/x-ns-proxy-autoconfig, */*;q=0.5"}
-        if self._good is not None and self._good_etag:
-            headers["If-None-Match"] = self._good_etag
-        if self._good is not None and self._good_last_modified:
-            headers["If-Modified-Since"] = self._good_last_modified
-        timeout = aiohttp.ClientTimeout(total=self.settings.timeout)
-        max_bytes = self.settings.max_bytes
-        try:
-            async with session.get(  # type: ignore[attr-defined]
-                url, headers=headers, timeout=timeout, max_redirects=5
-            ) as resp:
-                if urlsplit(url).scheme.lower() == "https":
-                    for hop in (*resp.history, resp):
-                        if hop.url.scheme != "https":
-                            raise PacSourceError(f"{url}: redirected away from https")
-                if resp.status == 304:
-                    return _Fetched(304)
-                if resp.status != 200:
-                    raise PacSourceError(f"{url}: HTTP {resp.status} {resp.reason or ''}".strip())
-                if resp.content_length is not None:
-                    check_size(resp.content_length, max_bytes, url)
-                body = bytearray()
-                async for chunk in resp.content.iter_chunked(1 << 16):
-                    body += chunk
-                    check_size(len(body), max_bytes, url)
-                content_type = resp.headers.get("Content-Type", "")
-                return _Fetched(
-                    200,
-                    bytes(body),
-                    resp.charset if content_type else None,
-                    resp.headers.get("ETag"),
-                    resp.headers.get("Last-Modified"),
-                )
-        except PacSourceError:
-            raise
-        except TimeoutError:
-            raise PacSourceError(f"{url}: no answer within {self.settings.timeout:g} s") from None
-        except aiohttp.ClientError as exc:
-            raise PacSourceError(f"{url}: {exc or type(exc).__name__}") from None
-        except (ssl.SSLError, OSError) as exc:
-            raise PacSourceError(f"{url}: {exc}") from None
+    async def _fetch(self, url: str) -> Fetched:
+        etag = self._good_etag if self._good is not None else None
+        modified = self._good_last_modified if self._good is not None else None
+        return await fetch_pac_with(
+            self._client(), url, self.settings.max_bytes, self.settings.timeout, etag, modified
+        )
 
 
 def warn_about_plain_http(source: str | None) -> None:
