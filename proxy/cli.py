@@ -13,7 +13,7 @@ import logging
 import os
 import resource
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from rules.config import ConfigError, ContainersProxyConfig, load_config, parse_config_text
@@ -65,11 +65,24 @@ def default_max_connections() -> int:
     return max(1, (soft - 64) // 2)
 
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return value
+def _seconds(minimum: float, inclusive: bool = True) -> Callable[[str], float]:
+    """An argparse type: a number of seconds of at least (or above) `minimum`."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < minimum or (not inclusive and value == minimum) or value != value:
+            raise argparse.ArgumentTypeError(f"must be {'>=' if inclusive else '>'} {minimum:g}")
+        return value
+
+    return parse
+
+
+_positive = _seconds(0, inclusive=False)
+_at_least_one = _seconds(1)
+_nonnegative = _seconds(0)
 
 
 def _mark(text: str) -> int:
@@ -238,20 +251,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _at_least_one(text: str) -> float:
-    value = float(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
-
-
-def _nonnegative(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return value
-
-
 def add_pac_arguments(parser: argparse.ArgumentParser) -> None:
     """PAC options shared by `run` and `explain` (they fetch and evaluate the same way)."""
     group = parser.add_argument_group("PAC")
@@ -289,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--peek-timeout", type=_positive, default=2.0, metavar="SECONDS")
     run.add_argument("--connect-timeout", type=_positive, default=10.0, metavar="SECONDS")
     run.add_argument("--idle-timeout", type=_positive, default=600.0, metavar="SECONDS")
-    run.add_argument("--drain-timeout", type=float, default=30.0, metavar="SECONDS")
+    run.add_argument("--drain-timeout", type=_nonnegative, default=30.0, metavar="SECONDS")
     run.add_argument(
         "--max-connections",
         type=int,
@@ -325,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--bad-proxy-ttl",
-        type=float,
+        type=_nonnegative,
         default=300.0,
         metavar="SECONDS",
         help="how long a failed proxy is tried last (default 300)",
