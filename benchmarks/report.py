@@ -81,7 +81,12 @@ def rows(idle_conns: int, conn_rate_conns: int, keepalive_conns: int) -> list[Ro
             "memory", "kib_per_conn", 2, "<= 4 KiB", _at_most(4.0)),
         Row("PAC decisions/s, cached", "pac", "cached_per_s", 0,
             ">= 200,000/s", _at_most_inverse(200_000)),
-        Row("PAC decisions/s, cold", "pac", "cold_per_s", 0, "reported"),
+        Row("PAC decisions/s, cold, inside the proxy (pacparser, sandbox hop)", "pac",
+            "cold_per_s", 0, "reported"),
+        Row("PAC decisions/s, cold, inside the proxy (dukpy, sandbox hop)", "pac",
+            "cold_dukpy_per_s", 0),
+        Row("PAC evaluations/s in process (pacparser engine, no hop)", "pac",
+            "inproc_per_s", 0),
     ]  # fmt: skip
 
 
