@@ -189,7 +189,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if workers > 1:
         log.info("starting %d workers", workers)
         argv = [*sys.argv[1:], "--workers", "1"]
-        return uvloop.run(run_supervisor(workers, argv, cfg, policy, pac))
+        return uvloop.run(run_supervisor(workers, argv, cfg, policy, pac, args.drain_timeout))
     settings = RunSettings(
         listen=listen,
         listen_is_default=not args.listen,

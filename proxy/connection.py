@@ -278,7 +278,10 @@ class Intercepted(asyncio.Protocol):
         if self.buf:
             from_client.nbytes += len(self.buf)
             upstream.write(bytes(self.buf))
-        self.buf = bytearray()
+        # Nothing of the set-up phase is kept for the life of the relay.
+        self.buf = b""  # type: ignore[assignment]
+        self.task = None
+        self.sniffed = None
         if leftover:
             from_upstream.nbytes += len(leftover)
             client.write(bytes(leftover))

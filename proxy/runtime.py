@@ -118,6 +118,7 @@ async def run_supervisor(
     cfg: ContainersProxyConfig,
     policy: Policy,
     pac: PacOptions,
+    drain_timeout: float = 30.0,
 ) -> int:
     """N workers; with a PAC, one download for all of them."""
     feed = None
@@ -127,4 +128,4 @@ async def run_supervisor(
             source = make_source(cfg, pac, broadcast)
             await _guarded(source)(asyncio.Event())
 
-    return await supervise(count, worker_argv, feed)
+    return await supervise(count, worker_argv, feed, drain_timeout)

@@ -6,10 +6,11 @@ spreads new connections over the workers' sockets, so every core relays.
 
 The supervisor owns what must be one for all workers: with a PAC, it downloads and validates
 the script once and sends every worker the same snapshot, so all of them decide with the
-same script (a restarted worker gets the current one at once). It forwards SIGTERM/SIGINT
-(each worker then drains its own relays), restarts a worker that died on its own (after a
-pause, so a crash loop cannot spin), and exits when all have stopped. A worker whose control
-pipe closes (the supervisor is gone) stops: nothing keeps deciding with a frozen policy.
+same script (a restarted worker gets the current one at once). On SIGTERM/SIGINT it tells
+every worker to stop over the pipe (each then drains its own relays), restarts a worker that
+died on its own (after a pause, so a crash loop cannot spin), and exits when all stopped.
+A worker whose control pipe closes (the supervisor is gone) stops: nothing keeps deciding
+with a frozen policy.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ CONTROL_FD_ENV = "AIRGAP_CONTROL_FD"
 RESTART_PAUSE = 1.0
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 MAX_CONTROL_LINE = 16 << 20
+STOP_LINE = b'{"stop": true}\n'
 
 
 class _Worker:
@@ -50,6 +52,7 @@ async def supervise(
     count: int,
     worker_argv: Sequence[str],
     pac_feed: Callable[[Callable[[PacSnapshot], Awaitable[None]]], Awaitable[None]] | None,
+    drain_timeout: float = 30.0,
 ) -> int:
     """Run `count` workers until a stop signal; returns the worst worker exit status."""
     loop = asyncio.get_running_loop()
@@ -67,7 +70,12 @@ async def supervise(
         env = {**os.environ, CONTROL_FD_ENV: str(read_fd)}
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "proxy.cli", *worker_argv, pass_fds=(read_fd,), env=env
+                sys.executable,
+                "-m",
+                "proxy.cli",
+                *worker_argv,
+                pass_fds=(read_fd,),
+                env=env,
             )
         finally:
             os.close(read_fd)
@@ -89,6 +97,9 @@ async def supervise(
         while True:
             worker = await spawn(index)
             workers[index] = worker
+            if stop.is_set():  # the stop came while it was being spawned
+                worker.pipe.write(STOP_LINE)
+                worker.pipe.close()
             code = await worker.proc.wait()
             worker.pipe.close()
             if stop.is_set():
@@ -105,9 +116,18 @@ async def supervise(
     await stop.wait()
     if feeder is not None:
         feeder.cancel()
+    # Stop by message, not by signal: a worker still starting up would die of a SIGTERM
+    # (libuv resets a child's signal mask), while the message waits in its pipe until its
+    # loop reads it, and then it drains like any other stop.
+    for worker in workers.values():
+        if not worker.pipe.is_closing():
+            worker.pipe.write(STOP_LINE)
+            worker.pipe.close()
+    await asyncio.wait(keepers, timeout=drain_timeout + 10)
     for worker in workers.values():
         if worker.proc.returncode is None:
-            worker.proc.send_signal(signal.SIGTERM)
+            log.error("worker %d did not stop; killing it", worker.index)
+            worker.proc.kill()
     codes = await asyncio.gather(*keepers)
     if feeder is not None:
         await asyncio.gather(feeder, return_exceptions=True)
@@ -122,6 +142,7 @@ class _ControlReader(asyncio.Protocol):
         self.on_snapshot = on_snapshot
         self.stop = stop
         self.buf = bytearray()
+        self.stopping = False
         self.tasks: list[asyncio.Task[None]] = []
 
     def data_received(self, data: bytes) -> None:
@@ -138,6 +159,11 @@ class _ControlReader(asyncio.Protocol):
                 log.error("unreadable control message; stopping")
                 self.stop.set()
                 return
+            if message.get("stop"):
+                log.info("stop requested by the supervisor")
+                self.stopping = True
+                self.stop.set()
+                return
             if "pac" in message and self.on_snapshot is not None:
                 snap = PacSnapshot.from_json(message["pac"])
                 self.tasks.append(asyncio.ensure_future(self.on_snapshot(snap)))
@@ -146,7 +172,7 @@ class _ControlReader(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.stop.is_set():
+        if not self.stopping and not self.stop.is_set():
             log.error("the supervisor is gone; stopping this worker")
             self.stop.set()
 

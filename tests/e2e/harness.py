@@ -444,7 +444,10 @@ class ProxyProcess:
             path.write_text(json.dumps(config))
             path.chmod(0o600)
             self.args += ["--config", str(path)]
-        self.args += ["--log-format", "json", *extra]
+        # Two workers unless a test says otherwise: the supervised multi-worker path is the
+        # default on a multi-core host, and an explicit count keeps tests machine-independent.
+        self.workers = int(extra[extra.index("--workers") + 1]) if "--workers" in extra else 2
+        self.args += ["--log-format", "json", "--workers", str(self.workers), *extra]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ProxyProcess:

@@ -47,6 +47,11 @@ def in_use(proxy: h.ProxyProcess) -> int:
     return proxy.log_text().count("PAC script in use")
 
 
+def wait_script(proxy: h.ProxyProcess, swaps: int = 1) -> None:
+    """Wait until every worker swapped in its `swaps`-th script."""
+    h.wait_for(lambda: in_use(proxy) >= swaps * proxy.workers, what="every worker's script")
+
+
 @pytest.fixture
 def pac_server() -> Iterator[h.PacServer]:
     server = h.PacServer()
@@ -58,7 +63,7 @@ def test_pac_routes_direct_connect_socks_and_reject(start_proxy, upstreams, pac_
     pac_server.script = corporate_pac(upstreams)
     pac_server.up()
     proxy = start_proxy(pac_config(pac_server.url))
-    h.wait_for(lambda: "PAC script in use" in proxy.log_text(), what="the PAC to load")
+    wait_script(proxy)
     assert h.origin_of(h.tls_probe(h.ORIGIN_A, 443, "allowed.example")) == f"{h.ORIGIN_A}:443"
     # CONNECT and SOCKS5 carry the name: the upstream resolves it, whatever IP was dialled.
     answer = h.tls_probe(h.ORIGIN_C, 443, "www.allowed.example")
@@ -83,7 +88,7 @@ def test_dead_first_proxy_is_skipped_after_it_failed(start_proxy, upstreams, pac
     pac_server.script = corporate_pac(upstreams)
     pac_server.up()
     proxy = start_proxy(pac_config(pac_server.url), "--workers", "1", "--connect-timeout", "1.5")
-    h.wait_for(lambda: "PAC script in use" in proxy.log_text(), what="the PAC to load")
+    wait_script(proxy)
     started = time.monotonic()
     assert h.origin_of(h.tls_probe(h.ORIGIN_A, 443, "other.example")) == f"{h.ORIGIN_B}:443"
     first = time.monotonic() - started
@@ -104,7 +109,7 @@ def test_pac_server_down_up_changed_down(start_proxy, upstreams, pac_server) -> 
     # Comes up: traffic flows without a restart.
     pac_server.up()
     h.wait_for(lambda: "PAC recovered, loaded" in proxy.log_text(), what="the PAC to load")
-    h.wait_for(lambda: "PAC script in use" in proxy.log_text(), what="the script in use")
+    wait_script(proxy)
     assert h.origin_of(h.tls_probe(h.ORIGIN_A, 443, "allowed.example")) == f"{h.ORIGIN_A}:443"
     # An open relay, then a changed script that blocks everything.
     with h.client_socket(h.ORIGIN_C, h.ECHO_PORT) as relay:
@@ -113,13 +118,13 @@ def test_pac_server_down_up_changed_down(start_proxy, upstreams, pac_server) -> 
         pac_server.script = (
             'function FindProxyForURL(u, h) { return "PROXY reject.docker.internal:1"; }'
         )
-        h.wait_for(lambda: in_use(proxy) == 2, what="the new script")
+        wait_script(proxy, 2)
         assert is_tls_access_denied(h.tls_probe(h.ORIGIN_A, 443, "allowed.example"))
         relay.sendall(b"two")
         assert relay.recv(10) == b"two", "open connections are not cut by a new script"
     # Down again: blocked again, even under a script that would allow it.
     pac_server.script = corporate_pac(upstreams)
-    h.wait_for(lambda: in_use(proxy) == 3, what="the allowing script")
+    wait_script(proxy, 3)
     assert h.origin_of(h.tls_probe(h.ORIGIN_A, 443, "allowed.example")) == f"{h.ORIGIN_A}:443"
     failures = proxy.log_text().count("PAC failed")
     pac_server.down()
@@ -135,6 +140,8 @@ def test_unchanged_pac_is_revalidated_with_304(start_proxy, upstreams, pac_serve
     h.wait_for(lambda: "PAC unchanged" in proxy.log_text(), what="the unchanged log line")
     assert pac_server.requests[0] == 200
     assert proxy.log_text().count("PAC loaded") == 1
+    wait_script(proxy)
+    assert in_use(proxy) == proxy.workers, "an unchanged script is not swapped in again"
     assert h.origin_of(h.tls_probe(h.ORIGIN_A, 443, "allowed.example")) == f"{h.ORIGIN_A}:443"
 
 
@@ -142,7 +149,7 @@ def test_one_download_serves_every_worker(start_proxy, upstreams, pac_server) ->
     pac_server.script = corporate_pac(upstreams)
     pac_server.up()
     proxy = start_proxy(pac_config(pac_server.url), "--workers", "2")
-    h.wait_for(lambda: in_use(proxy) == 2, what="both workers to use the script")
+    wait_script(proxy)
     for _ in range(6):  # spread over both workers by SO_REUSEPORT
         assert h.origin_of(h.tls_probe(h.ORIGIN_A, 443, "allowed.example")) == (f"{h.ORIGIN_A}:443")
     assert pac_server.requests == [200]
@@ -152,7 +159,7 @@ def test_endless_script_rejects_that_connection_only(start_proxy, upstreams, pac
     pac_server.script = corporate_pac(upstreams)
     pac_server.up()
     proxy = start_proxy(pac_config(pac_server.url), "--workers", "1")
-    h.wait_for(lambda: "PAC script in use" in proxy.log_text(), what="the PAC to load")
+    wait_script(proxy)
     outcome: dict[str, object] = {}
 
     def looping() -> None:
@@ -187,7 +194,7 @@ def test_docker_documentation_example(start_proxy, condition: str, reaches: bool
         " return 'PROXY reject.docker.internal:1234'; }"
     )
     proxy = start_proxy(pac_config(embedded=script))
-    h.wait_for(lambda: "PAC script in use" in proxy.log_text(), what="the embedded PAC")
+    wait_script(proxy)
     answer = h.tls_probe(h.ORIGIN_A, 443, "docs.docker.com")
     if reaches:
         assert h.origin_of(answer) == f"{h.ORIGIN_A}:443"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -125,3 +128,43 @@ def test_text_log_format_has_one_line_per_connection(start_proxy) -> None:
     lines = [line for line in proxy.log_text().splitlines() if " conn " in line]
     assert len(lines) == 1
     assert "hostname=allowed.example" in lines[0] and "decision=DIRECT" in lines[0]
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def _children(pid: int) -> list[int]:
+    """Live `proxy.cli` processes whose parent is `pid`."""
+    out = []
+    for entry in os.listdir("/proc"):
+        stat = _read(f"/proc/{entry}/stat") if entry.isdigit() else ""
+        parent = int(stat.rsplit(")", 1)[1].split()[1]) if stat else 0
+        if parent == pid and "proxy.cli" in _read(f"/proc/{entry}/cmdline"):
+            out.append(int(entry))
+    return out
+
+
+def test_a_dead_worker_is_restarted_and_a_dead_supervisor_stops_the_workers(start_proxy):
+    proxy = start_proxy(ALLOW_INTERNAL, "--workers", "2")
+    assert proxy.proc is not None
+    listening = lambda: proxy.log_text().count("listening on 127.0.0.1")  # noqa: E731
+    h.wait_for(lambda: listening() == 2, what="two workers")
+    os.kill(_children(proxy.proc.pid)[0], signal.SIGKILL)
+    h.wait_for(lambda: "restarting it" in proxy.log_text(), what="the restart")
+    h.wait_for(lambda: len(_children(proxy.proc.pid)) == 2, what="the replacement worker")
+    h.wait_for(lambda: listening() == 3, what="the replacement to listen")
+    for _ in range(4):
+        answer = h.tls_probe(h.ORIGIN_A, 443, "allowed.example")
+        assert h.origin_of(answer) == f"{h.ORIGIN_A}:443"
+    workers = _children(proxy.proc.pid)
+    proxy.proc.kill()  # no chance to tell anyone
+    h.wait_for(
+        lambda: not any("proxy.cli" in _read(f"/proc/{pid}/cmdline") for pid in workers),
+        what="the orphaned workers to stop",
+    )
+    with pytest.raises(ConnectionRefusedError):
+        h.client_socket(h.ORIGIN_A, 8080, timeout=2)
