@@ -145,15 +145,23 @@ class Suite:
 
     # ----------------------------------------------------------------- processes
 
-    def start_origins(self) -> None:
+    def start_origins(self, choice: str = "auto") -> None:
         """nginx for HTTP when it is installed (a C origin: the proxy is what is measured)."""
         nginx = shutil.which("nginx") or (
             "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
         )
+        if choice == "nginx" and nginx is None:
+            raise rig.RigError(
+                "--origin nginx: nginx is not installed (apt-get install nginx-light)"
+            )
+        if choice == "python":
+            nginx = None
         origins_cmd = [*self.placement.load(), rig.python(), str(rig.BENCH_DIR / "origins.py")]
         if nginx is None:
             origins_cmd.append("--http")
-            self.info["http_origin"] = "Python fallback (uvloop; nginx is not installed)"
+            self.info["http_origin"] = (
+                "Python (uvloop)" if choice == "python" else "Python (nginx is not installed)"
+            )
         origins = self.procs.start("origins", origins_cmd, stdout_pipe=True)
         assert origins.popen.stdout is not None
         line = _readline(origins.popen.stdout, 20)
@@ -544,7 +552,7 @@ def run_suite(args: argparse.Namespace) -> int:
             else "not pinned (fewer than 2 CPUs)"
         )
         log(f"workdir {workdir}; {suite.info['placement']}")
-        suite.start_origins()
+        suite.start_origins(args.origin)
         log(f"HTTP origin: {suite.info['http_origin']}")
 
         base = Target(BASE, None)
@@ -732,6 +740,10 @@ def main(argv: list[str] | None = None) -> int:
         help=f"run only these scenarios (repeatable): {', '.join(SCENARIOS)}",
     )  # fmt: skip
     parser.add_argument("--no-pproxy", action="store_true", help="skip the peer")
+    parser.add_argument(
+        "--origin", choices=("auto", "nginx", "python"), default="auto",
+        help="HTTP origin: nginx when installed (auto), or the Python fallback",
+    )  # fmt: skip
     parser.add_argument(
         "--lean", action="store_true",
         help="also measure benchmarks/lean_relay.py (the floor of a Python relay, no features)",
