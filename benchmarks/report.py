@@ -82,11 +82,13 @@ def rows(idle_conns: int, conn_rate_conns: int, keepalive_conns: int) -> list[Ro
         Row("PAC decisions/s, cached", "pac", "cached_per_s", 0,
             ">= 200,000/s", _at_most_inverse(200_000)),
         Row("PAC decisions/s, cold, inside the proxy (pacparser, sandbox hop)", "pac",
-            "cold_per_s", 0, "reported"),
+            "cold_per_s", 0, "reported (cold cost)"),
         Row("PAC decisions/s, cold, inside the proxy (dukpy, sandbox hop)", "pac",
             "cold_dukpy_per_s", 0),
         Row("PAC evaluations/s in process (pacparser engine, no hop)", "pac",
             "inproc_per_s", 0),
+        Row("cold PAC decision inside the proxy, p50 (ms, worker hop included)", "pac",
+            "cold_ms_p50", 2),
     ]  # fmt: skip
 
 

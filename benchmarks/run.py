@@ -433,43 +433,49 @@ def log(message: str) -> None:
 
 
 def pac_results(quick: bool, workdir: Path) -> tuple[dict[str, float] | None, str, object]:
-    """PAC figures from `benchmarks/pac_bench.py` (another engineer's), when it exists.
+    """PAC figures from `pac_bench.py` and `pac_cache_bench.py` (another engineer's).
 
-    Returns (figures, a sentence for the report, pac_bench's whole JSON). Its JSON names
-    are mapped here, in one place: cold decisions inside the proxy are its
+    Returns (figures, a sentence for the report, their whole JSON). Their JSON names are
+    mapped here, in one place: cold decisions inside the proxy are pac_bench's
     `proxy_decisions_per_s` (AsyncPacSandbox round trips, one at a time, every target
-    distinct), in-process evaluations its `in_process_evals_per_s`; a cached figure is
-    taken from any `...cached...` rate it reports.
+    distinct), in-process evaluations its `in_process_evals_per_s`; cached decisions and
+    the cold decision's p50 come from pac_cache_bench (`PacDecider.decide`).
     """
-    script = rig.BENCH_DIR / "pac_bench.py"
-    if not script.exists():
-        return None, "not available yet (benchmarks/pac_bench.py is not there)", None
-    out_file = workdir / "pac.json"
-    cmd = [*rig.Placement.detect().proxy(), rig.python(), "-m", "benchmarks.pac_bench"]
-    cmd += ["--json", str(out_file)] + (["--quick"] if quick else [])
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=rig.REPO)
-    except subprocess.TimeoutExpired:
-        return None, "pac_bench.py timed out", None
-    if proc.returncode != 0 or not out_file.exists():
-        return None, f"pac_bench.py failed ({proc.returncode}): {proc.stderr.strip()[-300:]}", None
-    data = json.loads(out_file.read_text())
     found: dict[str, float] = {}
-    hop = data.get("proxy_decisions_per_s", {}) if isinstance(data, dict) else {}
-    inproc = data.get("in_process_evals_per_s", {}) if isinstance(data, dict) else {}
-    for key, value in hop.items():
-        engine = "dukpy" if "dukpy" in key else "pacparser"
-        found["cold_per_s" if engine == "pacparser" else "cold_dukpy_per_s"] = float(value)
-    for key, value in inproc.items():
-        if "pacparser engine" in key:
-            found["inproc_per_s"] = float(value)
-    _find_rates(data, found)
-    note = "benchmarks/pac_bench.py"
-    if "cached_per_s" not in found:
-        note += " (it does not measure cached decisions yet)"
+    raw: dict[str, object] = {}
+    notes: list[str] = []
+    for name in ("pac_bench", "pac_cache_bench"):
+        if not (rig.BENCH_DIR / f"{name}.py").exists():
+            notes.append(f"{name}.py: not available yet")
+            continue
+        out_file = workdir / f"{name}.json"
+        cmd = [*rig.Placement.detect().proxy(), rig.python(), "-m", f"benchmarks.{name}"]
+        cmd += ["--json", str(out_file)] + (["--quick"] if quick else [])
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=rig.REPO)
+        except subprocess.TimeoutExpired:
+            notes.append(f"{name}.py timed out")
+            continue
+        if proc.returncode != 0 or not out_file.exists():
+            notes.append(f"{name}.py failed ({proc.returncode}): {proc.stderr.strip()[-300:]}")
+            continue
+        data = json.loads(out_file.read_text())
+        raw[name] = data
+        notes.append(f"benchmarks/{name}.py")
+        if not isinstance(data, dict):
+            continue
+        for key, value in data.get("proxy_decisions_per_s", {}).items():
+            engine = "dukpy" if "dukpy" in key else "pacparser"
+            found["cold_per_s" if engine == "pacparser" else "cold_dukpy_per_s"] = float(value)
+        for key, value in data.get("in_process_evals_per_s", {}).items():
+            if "pacparser engine" in key:
+                found["inproc_per_s"] = float(value)
+        if "cold_decision_ms_p50" in data:
+            found["cold_ms_p50"] = float(data["cold_decision_ms_p50"])
+        _find_rates(data, found)
     if not found:
-        return None, "pac_bench.py gave no decisions-per-second figure", data
-    return found, note, data
+        return None, "; ".join(notes) or "no PAC figures", raw or None
+    return found, "; ".join(notes), raw
 
 
 def _find_rates(data: object, found: dict[str, float], path: str = "") -> None:
@@ -477,7 +483,7 @@ def _find_rates(data: object, found: dict[str, float], path: str = "") -> None:
     if isinstance(data, dict):
         for key, value in data.items():
             _find_rates(value, found, f"{path}.{key}".lower())
-    elif isinstance(data, int | float) and "cache" in path and "per_s" in path:
+    elif isinstance(data, int | float) and "cached" in path and "per_s" in path:
         found.setdefault("cached_per_s", float(data))
 
 
