@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import resource
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -86,10 +87,47 @@ _nonnegative = _seconds(0)
 
 
 def _mark(text: str) -> int:
-    value = int(text, 0)
-    if not 0 < value < 2**32:
-        raise argparse.ArgumentTypeError("must be 1..0xffffffff")
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError("must be 0..0xffffffff (0: no mark)")
     return value
+
+
+def can_mark(mark: int) -> bool:
+    """Whether this process may set SO_MARK (it needs CAP_NET_ADMIN)."""
+    with socket.socket() as sock:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+        except OSError:
+            return False
+    return True
+
+
+def resolve_mark(requested: int | None) -> int | None:
+    """The mark the proxy's own sockets carry.
+
+    By default the one `airgap-proxy iptables` exempts (0x4147), when this process may set
+    it: so the default rules never loop the proxy into itself. An explicit mark that cannot
+    be set is an error (ValueError); `--mark 0` turns marking off.
+    """
+    from rules.firewall import DEFAULT_MARK
+
+    if requested == 0:
+        return None
+    if requested is None:
+        if can_mark(DEFAULT_MARK):
+            return DEFAULT_MARK
+        log.warning(
+            "cannot set SO_MARK (no CAP_NET_ADMIN): exempt the proxy from redirection by uid "
+            "(airgap-proxy iptables --proxy-uid), or its own connections would loop into it"
+        )
+        return None
+    if not can_mark(requested):
+        raise ValueError(f"--mark {requested:#x}: cannot set SO_MARK (needs CAP_NET_ADMIN)")
+    return requested
 
 
 def _setup_logging(level: str, json_logs: bool) -> None:
@@ -176,6 +214,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         listen = [parse_hostport(x) for x in args.listen] if args.listen else list(DEFAULT_LISTEN)
     except ValueError as exc:
         print(f"airgap-proxy: --listen {exc}", file=sys.stderr)
+        return 2
+    try:
+        args.mark = resolve_mark(args.mark)
+    except ValueError as exc:
+        print(f"airgap-proxy: {exc}", file=sys.stderr)
         return 2
     pac = pac_options(args)
     workers = 1 if control_fd is not None else max(1, args.workers)
@@ -298,7 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--mark",
         type=_mark,
-        help="SO_MARK for the proxy's own upstream sockets (needs CAP_NET_ADMIN)",
+        help="SO_MARK for the proxy's own sockets, which the redirect rules exempt "
+        "(default 0x4147 when CAP_NET_ADMIN allows it, as `iptables` expects; 0: none)",
     )
     run.add_argument(
         "--workers",

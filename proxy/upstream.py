@@ -9,6 +9,7 @@ the redirect rules can exclude them: the proxy never loops into itself.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import ssl
 from dataclasses import dataclass
@@ -182,5 +183,8 @@ async def open_route(
         raise RouteFailed(f"{route}: {exc}") from None
     except RouteFailed as exc:
         raise RouteFailed(f"{route}: {exc}") from None
-    except (OSError, ssl.SSLError) as exc:
-        raise RouteFailed(f"{route}: {exc.strerror or exc}") from None
+    except ssl.SSLError as exc:
+        raise RouteFailed(f"{route}: TLS: {exc.reason or exc}") from None
+    except OSError as exc:
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise RouteFailed(f"{route}: {why}") from None

@@ -139,3 +139,21 @@ def test_explain_with_an_unreachable_pac_says_it_blocks(tmp_path: Path) -> None:
     decision = json.loads(out.stdout)
     assert decision["action"] == "REJECT"
     assert decision["reason"].startswith("PAC unavailable: ")
+
+
+def test_mark_defaults_to_the_one_the_redirect_rules_exempt() -> None:
+    from proxy.cli import can_mark, resolve_mark
+    from rules.firewall import DEFAULT_MARK
+
+    assert os.geteuid() == 0, "the suite runs as root (tests/run.sh)"
+    assert can_mark(DEFAULT_MARK)
+    assert resolve_mark(None) == DEFAULT_MARK
+    assert resolve_mark(0) is None
+    assert resolve_mark(0x2A) == 0x2A
+
+
+def test_mark_must_be_a_32_bit_number(capsys: pytest.CaptureFixture[str]) -> None:
+    for bad in ("-1", "0x100000000", "mark"):
+        with pytest.raises(SystemExit):
+            main(["run", "--mark", bad])
+        assert "--mark" in capsys.readouterr().err
