@@ -359,10 +359,12 @@ def namespace_ticks() -> int:
 
 @dataclass
 class OtherLoad:
-    """How much CPU processes outside the suite used during a measurement (in cores).
+    """How much CPU was used outside the suite's processes during a measurement (cores).
 
     The machine may be shared (other sessions' tests, CI); a run that had company is
-    flagged in the report instead of silently counting as a slow proxy.
+    flagged in the report instead of silently counting as a slow proxy. Kernel threads
+    (ksoftirqd, timers) doing the suite's own network work count here too, so this is an
+    upper bound of foreign load.
     """
 
     start: float = 0.0

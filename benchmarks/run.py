@@ -688,9 +688,11 @@ def render(
     if others and max(others) > 0.1:
         lines += [
             "",
-            f"Note: the machine was shared: processes outside the suite used up to "
-            f"{max(others):.2f} cores (median {statistics.median(others):.2f}) during runs; "
-            "see `other_load_cores` per run in the JSON file.",
+            f"Note: CPU used outside the suite's processes during runs: up to "
+            f"{max(others):.2f} cores (median {statistics.median(others):.2f}). It counts other "
+            "users of the machine and also kernel threads doing the suite's own network work "
+            "(about 0.6 cores in no-proxy connection-rate runs), so it is an upper bound of "
+            "foreign load; see `other_load_cores` per run in the JSON file.",
         ]
     if suite.errors:
         lines += ["", "Errors:"] + [f"- {e['run']}: {e['error'][:300]}" for e in suite.errors]
