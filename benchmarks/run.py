@@ -691,7 +691,7 @@ def render(
             f"Note: CPU used outside the suite's processes during runs: up to "
             f"{max(others):.2f} cores (median {statistics.median(others):.2f}). It counts other "
             "users of the machine and also kernel threads doing the suite's own network work "
-            "(about 0.6 cores in no-proxy connection-rate runs), so it is an upper bound of "
+            "(about 0.6 cores in 5-s no-proxy connection-rate runs), so it is an upper bound of "
             "foreign load; see `other_load_cores` per run in the JSON file.",
         ]
     if suite.errors:
