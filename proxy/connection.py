@@ -18,7 +18,7 @@ import socket
 import struct
 import time
 from collections.abc import Awaitable, Callable, Container
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from proxy import reject_wire
 from proxy.audit import ConnectionRecord, emit
@@ -187,7 +187,8 @@ class Intercepted(asyncio.Protocol):
         if result.hostname and name is None:
             log.debug("ignoring unusable name %r from %s", result.hostname, self.record.client)
         self.record.hostname = name
-        self.dest = replace(self.dest, hostname=name)
+        dest = self.dest
+        self.dest = Destination(dest.ip, dest.port, name, dest.client_ip)
         self._decide()
 
     def _decide(self) -> None:

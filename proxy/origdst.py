@@ -18,6 +18,8 @@ _SOCKADDR_IN6_LEN = 28
 
 def canonical_ip(ip: str) -> str:
     """An address in its canonical text, IPv4-mapped IPv6 folded to IPv4 (design.md)."""
+    if ":" not in ip:
+        return ip  # the kernel's IPv4 text is canonical already
     addr = ipaddress.ip_address(ip.split("%", 1)[0])
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         return str(addr.ipv4_mapped)

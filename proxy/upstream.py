@@ -92,6 +92,17 @@ class _Handshaking(_Held):
             self.done.set_exception(RouteFailed("upstream closed during the handshake"))
 
 
+def _numeric(host: str, port: int) -> list[tuple] | None:  # type: ignore[type-arg]
+    """An IP literal's address without a resolver round trip (DIRECT always has one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        socket.inet_pton(family, host)
+    except OSError:
+        return None
+    addr = (host, port, 0, 0) if family == socket.AF_INET6 else (host, port)
+    return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", addr)]
+
+
 async def _connect(
     factory: type[asyncio.Protocol] | object,
     host: str,
@@ -112,7 +123,7 @@ async def _connect(
             server_hostname=server_hostname,  # type: ignore[arg-type]
         )
         return transport  # type: ignore[return-value]
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    infos = _numeric(host, port) or await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     last: OSError = OSError(f"{host} does not resolve")
     for family, type_, proto, _canon, addr in infos:
         sock = socket.socket(family, type_, proto)

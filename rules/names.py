@@ -10,6 +10,7 @@ would let a client pick which IP rules apply.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -60,6 +61,7 @@ def canonical_label(label: str) -> str | None:
     return label
 
 
+@functools.lru_cache(maxsize=4096)  # pure, and called once per sniffed connection
 def canonical_hostname(raw: str | bytes) -> str | None:
     """The canonical form of a sniffed name, or None when it is unusable.
 

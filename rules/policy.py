@@ -34,6 +34,7 @@ from rules.system_env import read_system_proxy
 PacDecider = Callable[[Destination], Decision | Awaitable[Decision]]
 
 PAC_INACTIVE_REASON = "PAC policy not active in this build"
+_CACHE_SIZE = 8192
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -70,6 +71,7 @@ class Policy:
         self.warnings = warnings
         self._static = static
         self._pac_decider = pac_decider
+        self._cache: dict[tuple[str, int, str | None], Decision] = {}
 
     @classmethod
     def from_config(
@@ -158,6 +160,10 @@ class Policy:
         `dest.ip` == "" means the IP is unknown (`explain` without --ip): IP/CIDR entries
         cannot match then. An IPv4-mapped `dest.ip` is folded to IPv4 first.
         """
+        key = (dest.ip, dest.port, dest.hostname)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
         ip = parse_ip(dest.ip)
         if ip is not None and str(ip) != dest.ip:
             dest = dataclasses.replace(dest, ip=str(ip))
@@ -167,7 +173,13 @@ class Policy:
             if self._pac_decider is None:
                 return _decision(dest, "REJECT", (), PAC_INACTIVE_REASON)
             return self._pac_decider(dest)
-        return self._decide_static(dest, ip)
+        decision = self._decide_static(dest, ip)
+        # Static decisions depend on (ip, port, name) alone: keep them, bounded. A new
+        # configuration builds a new Policy, so the cache cannot outlive its rules.
+        if len(self._cache) >= _CACHE_SIZE:
+            self._cache.clear()
+        self._cache[key] = decision
+        return decision
 
     def _decide_static(self, dest: Destination, ip: IPAddress | None) -> Decision:
         s = self._static
