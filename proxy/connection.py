@@ -214,11 +214,14 @@ class Intercepted(asyncio.Protocol):
             self._reject(decision.reason)
             return
         errors: list[str] = []
+        refused = 0  # DIRECT routes the spoofing rule refused (not connection failures)
         health = self.ctx.bad_proxies
         for route in health.order(decision.routes):
             if route.kind == "DIRECT":
-                target = await self._direct_target(decision, errors)
+                target, why = await self._direct_target(decision)
                 if target is None:
+                    errors.append(why)
+                    refused += 1
                     continue
             else:
                 target = dest.hostname or dest.ip
@@ -241,22 +244,34 @@ class Intercepted(asyncio.Protocol):
             self._start_relay(upstream, leftover)
             return
         record.error = "; ".join(errors) or "no usable route"
-        if decision.then_reject or all("does not resolve" in e for e in errors):
+        if decision.then_reject or refused == len(errors):
             self._reject(decision.reason if decision.then_reject else record.error)
         else:
             self._reset(record.error)
 
-    async def _direct_target(self, decision: Decision, errors: list[str]) -> str | None:
-        """The IP a DIRECT route may connect to (design.md's SNI/Host spoofing rule)."""
+    async def _direct_target(self, decision: Decision) -> tuple[str | None, str]:
+        """The IP a DIRECT route may connect to (design.md's SNI/Host spoofing rule), or
+        None and why not.
+
+        A decision that rests on a sniffed name connects to the original IP only when it is
+        one of the name's addresses, else to an address of the name. But when the decision
+        also rested on that IP being the name's address (a PAC that called dnsResolve(host)
+        was answered with the destination IP), connecting anywhere else would carry out a
+        decision made about another address: that is refused.
+        """
         dest = self.dest
         if not (decision.name_based and dest.hostname):
-            return dest.ip
+            return dest.ip, ""
         addrs = await self.ctx.resolver.resolve(dest.hostname)
         if not addrs:
-            errors.append(f"DIRECT: name {dest.hostname} does not resolve")
-            return None
+            return None, f"DIRECT: name {dest.hostname} does not resolve"
         if dest.ip in addrs:
-            return dest.ip
+            return dest.ip, ""
+        if decision.ip_bound:
+            return None, (
+                f"DIRECT: {dest.ip} is not an address of {dest.hostname}, and the decision"
+                " was made on that address"
+            )
         version = ipaddress.ip_address(dest.ip).version
         same_family = [a for a in addrs if ipaddress.ip_address(a).version == version]
         chosen = (same_family or list(addrs))[0]
@@ -267,7 +282,7 @@ class Intercepted(asyncio.Protocol):
             dest.hostname,
             chosen,
         )
-        return chosen
+        return chosen, ""
 
     # ----------------------------------------------------------------- relay phase
 

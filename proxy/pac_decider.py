@@ -217,6 +217,10 @@ class PacDecider:
             return Decision("REJECT", (), reason, dest.url, dest.host, bool(dest.hostname))
         first = verdict.routes[0]
         action = "DIRECT" if first.kind == "DIRECT" else "PROXY"
+        # Did the script look up the connection's own name? It was answered with the
+        # destination IP, so the decision holds for that address only.
+        own = dest.hostname
+        ip_bound = own is not None and any(name == own for name, _ in result.reads.dns)
         return Decision(
             action,
             verdict.routes,
@@ -225,4 +229,5 @@ class PacDecider:
             dest.host,
             name_based=bool(dest.hostname),
             then_reject=verdict.rejected,
+            ip_bound=ip_bound,
         )

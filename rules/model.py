@@ -52,6 +52,9 @@ class Decision:
     must verify that the name really leads to the address (SNI/Host spoofing, design.md).
     `then_reject` is True when a PAC list ended in the reject sentinel: once the routes
     before it have failed, the client is rejected on the wire rather than just cut.
+    `ip_bound` is True when the decision also rested on the destination IP being the name's
+    address (a PAC read dnsResolve(host), answered with that IP): a DIRECT route then never
+    connects to another address of the name, it refuses instead.
     """
 
     action: Action
@@ -61,6 +64,7 @@ class Decision:
     host: str
     name_based: bool = False
     then_reject: bool = False
+    ip_bound: bool = False
 
     def to_json(self) -> dict[str, object]:
         """The `airgap-proxy explain` shape."""

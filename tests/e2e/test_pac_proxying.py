@@ -200,3 +200,25 @@ def test_docker_documentation_example(start_proxy, condition: str, reaches: bool
         assert h.origin_of(answer) == f"{h.ORIGIN_A}:443"
     else:
         assert is_tls_access_denied(answer)
+
+
+def test_pac_that_trusted_the_destination_ip_never_sends_the_name_elsewhere(
+    start_proxy, origins
+) -> None:
+    """The PAC allows names that resolve to ORIGIN_C; it is told dnsResolve(host) is the
+    address the container dialled. A client naming allowed.example (really ORIGIN_A) while
+    dialling ORIGIN_C must not be connected to ORIGIN_A: the decision was about ORIGIN_C."""
+    script = (
+        "function FindProxyForURL(url, host) {"
+        f' if (isInNet(dnsResolve(host), "{h.ORIGIN_C}", "255.255.255.255")) return "DIRECT";'
+        ' return "PROXY reject.docker.internal:1"; }'
+    )
+    proxy = start_proxy(pac_config(embedded=script))
+    wait_script(proxy)
+    before = origins.hits.count((h.ORIGIN_A, 443))
+    assert is_tls_access_denied(h.tls_probe(h.ORIGIN_C, 443, "allowed.example"))
+    assert origins.hits.count((h.ORIGIN_A, 443)) == before
+    record = proxy.wait_record(lambda r: r.get("hostname") == "allowed.example")
+    assert record["decision"] == "REJECT" and "not an address of" in record["error"]
+    # A name whose addresses include the dialled IP (round robin) is connected there.
+    assert h.origin_of(h.tls_probe(h.ORIGIN_C, 443, "rr.example")) == f"{h.ORIGIN_C}:443"
