@@ -222,3 +222,25 @@ def test_pac_that_trusted_the_destination_ip_never_sends_the_name_elsewhere(
     assert record["decision"] == "REJECT" and "not an address of" in record["error"]
     # A name whose addresses include the dialled IP (round robin) is connected there.
     assert h.origin_of(h.tls_probe(h.ORIGIN_C, 443, "rr.example")) == f"{h.ORIGIN_C}:443"
+
+
+def test_pac_download_carries_the_proxy_mark(start_proxy, upstreams, pac_server) -> None:
+    """The download is the proxy's own traffic: marked, so redirect rules never loop it."""
+    pac_server.script = corporate_pac(upstreams)
+    pac_server.up()
+    port = str(pac_server.port)
+    marked = ("OUTPUT", "-p", "tcp", "--dport", port, "-m", "mark", "--mark", "0x77")
+    unmarked = ("OUTPUT", "-p", "tcp", "--dport", port, "-m", "mark", "!", "--mark", "0x77")
+    for rule in (marked, unmarked):
+        h.sh("iptables", "-I", *rule)
+    try:
+        proxy = start_proxy(pac_config(pac_server.url), "--mark", "0x77")
+        wait_script(proxy)
+        counters = h.sh("iptables", "-L", "OUTPUT", "-v", "-x", "-n")
+        rows = [line.split() for line in counters.splitlines() if f"dpt:{port}" in line]
+        packets = {("!" in " ".join(row)): int(row[0]) for row in rows}
+        assert packets[False] > 0, "the download's packets carry the mark"
+        assert packets[True] == 0, "no unmarked packet went to the PAC server"
+    finally:
+        for rule in (marked, unmarked):
+            h.sh("iptables", "-D", *rule, check=False)
