@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.e2e import harness
+from tests.e2e import firewall_helpers, harness
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +51,25 @@ def start_proxy(origins: harness.Origins) -> Iterator[Callable[..., harness.Prox
     for proxy, redirect in reversed(started):
         proxy.stop()
         redirect.__exit__(None, None, None)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def topology() -> Iterator[None]:
+    """The namespaces of the redirect-rule tests (firewall_helpers.py), per module."""
+    assert os.geteuid() == 0, "the e2e tests run as root (tests/run.sh)"
+    firewall_helpers.setup_topology()
+    origins = firewall_helpers.start_origins()
+    yield
+    origins.stop()
+    firewall_helpers.teardown_topology()
+
+
+@pytest.fixture
+def workdir(topology: None) -> Iterator[Path]:
+    """A directory the proxy's uid can read; the APP rule set is empty before and after."""
+    firewall_helpers.flush_rules(firewall_helpers.APP)
+    path = Path(tempfile.mkdtemp(prefix="agfw-"))
+    path.chmod(0o755)
+    yield path
+    firewall_helpers.flush_rules(firewall_helpers.APP)
+    shutil.rmtree(path, ignore_errors=True)

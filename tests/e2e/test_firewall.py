@@ -8,8 +8,6 @@ uid and marks its upstream sockets (see firewall_helpers for the topology).
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,27 +27,6 @@ GUARD = (
     "--upstream", f"{h.UPSTREAM_V4}:{h.UPSTREAM_PORT}",
     "--upstream", f"[{h.UPSTREAM_V6}]:{h.UPSTREAM_PORT}",
 )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def topology() -> Iterator[None]:
-    assert os.geteuid() == 0, "the e2e tests run as root (tests/run.sh)"
-    h.setup_topology()
-    origins = h.start_origins()
-    yield
-    origins.stop()
-    h.teardown_topology()
-
-
-@pytest.fixture
-def workdir(topology: None) -> Iterator[Path]:
-    """A directory the proxy's uid can read; the APP rule set is empty before and after."""
-    h.flush_rules(h.APP)
-    path = Path(tempfile.mkdtemp(prefix="agfw-test-"))
-    path.chmod(0o755)
-    yield path
-    h.flush_rules(h.APP)
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

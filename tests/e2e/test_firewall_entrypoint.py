@@ -9,12 +9,9 @@ when it is stopped, and when the rules cannot be applied at all.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,26 +25,6 @@ pytestmark = pytest.mark.e2e
 
 ENTRYPOINT = h.REPO / "docker" / "entrypoint.sh"
 CAP_NET_ADMIN = 1 << 12
-
-
-@pytest.fixture(scope="module")
-def topology() -> Iterator[None]:
-    assert os.geteuid() == 0, "the e2e tests run as root (tests/run.sh)"
-    h.setup_topology()
-    origins = h.start_origins()
-    yield
-    origins.stop()
-    h.teardown_topology()
-
-
-@pytest.fixture
-def workdir(topology: None) -> Iterator[Path]:
-    h.flush_rules(h.APP)
-    path = Path(tempfile.mkdtemp(prefix="agfw-entry-"))
-    path.chmod(0o755)
-    yield path
-    h.flush_rules(h.APP)
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def entry_env(workdir: Path, config: Path) -> dict[str, str]:
