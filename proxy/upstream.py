@@ -92,6 +92,38 @@ class _Handshaking(_Held):
             self.done.set_exception(RouteFailed("upstream closed during the handshake"))
 
 
+async def _sock_connect(
+    loop: asyncio.AbstractEventLoop,
+    sock: socket.socket,
+    addr: tuple,  # type: ignore[type-arg]
+) -> None:
+    """Connect a non-blocking socket to a resolved address.
+
+    `loop.sock_connect` does the same but costs uvloop about 70 CPU-µs more per connection
+    (it re-checks the address through its resolver); the address here is always resolved.
+    """
+    try:
+        sock.connect(addr)
+        return
+    except BlockingIOError:
+        pass
+    fd = sock.fileno()
+    writable: asyncio.Future[None] = loop.create_future()
+    loop.add_writer(fd, _wake, writable)
+    try:
+        await writable
+    finally:
+        loop.remove_writer(fd)
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        raise OSError(err, os.strerror(err))
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 def _numeric(host: str, port: int) -> list[tuple] | None:  # type: ignore[type-arg]
     """An IP literal's address without a resolver round trip (DIRECT always has one)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -130,7 +162,7 @@ async def _connect(
         try:
             sock.setblocking(False)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, opts.mark)
-            await loop.sock_connect(sock, addr)
+            await _sock_connect(loop, sock, addr)
         except OSError as exc:
             sock.close()
             last = exc
