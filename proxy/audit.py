@@ -9,34 +9,58 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 log = logging.getLogger("airgap.conn")
 
 
+def _addr(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
 @dataclass(slots=True)
 class ConnectionRecord:
-    """What the audit line says about one connection."""
+    """What the audit line says about one connection.
 
-    client: str
-    dst: str = ""
+    Addresses and the route are kept as the values the connection already holds and are
+    only formatted when the line is written: an idle relay should cost as little as it can.
+    """
+
+    client_ip: str
+    client_port: int
+    dst_ip: str = ""
+    dst_port: int = 0
     hostname: str | None = None
     decision: str = ""
     reason: str = ""
-    route: str | None = None
+    route: object = None  # a Route (printed in PAC spelling) or a note
     bytes_up: int = 0
     bytes_down: int = 0
     error: str | None = None
     started: float = field(default_factory=time.time)
     monotonic_start: float = field(default_factory=time.monotonic)
 
+    @property
+    def client(self) -> str:
+        return _addr(self.client_ip, self.client_port)
+
+    @property
+    def dst(self) -> str:
+        return _addr(self.dst_ip, self.dst_port) if self.dst_ip else ""
+
     def as_dict(self) -> dict[str, object]:
-        data = asdict(self)
-        del data["monotonic_start"], data["started"]
         return {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self.started))
             + f".{int(self.started * 1000) % 1000:03d}Z",
-            **data,
+            "client": self.client,
+            "dst": self.dst,
+            "hostname": self.hostname,
+            "decision": self.decision,
+            "reason": self.reason,
+            "route": None if self.route is None else str(self.route),
+            "bytes_up": self.bytes_up,
+            "bytes_down": self.bytes_down,
+            "error": self.error,
             "duration_ms": round((time.monotonic() - self.monotonic_start) * 1000, 1),
         }
 

@@ -66,10 +66,6 @@ class ProxyContext:
             conn.check_idle(now, self.idle_timeout)
 
 
-def _format_addr(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
-
 class Intercepted(asyncio.Protocol):
     """Set-up phase of one client connection, then the owner of its relay."""
 
@@ -112,7 +108,7 @@ class Intercepted(asyncio.Protocol):
         ctx = self.ctx
         peer = transport.get_extra_info("peername") or ("?", 0)
         client_ip = canonical_ip(peer[0]) if peer[0] != "?" else "?"
-        self.record = ConnectionRecord(client=_format_addr(client_ip, peer[1]))
+        self.record = ConnectionRecord(client_ip, peer[1])
         ctx.active.add(self)
         if len(ctx.active) > ctx.max_connections:
             self._reset("refused: over --max-connections")
@@ -124,7 +120,7 @@ class Intercepted(asyncio.Protocol):
         except Exception:  # OSError, or anything odd: never relay what we cannot place
             self._reset("refused: no original destination (connection was not redirected)")
             return
-        self.record.dst = _format_addr(ip, port)
+        self.record.dst_ip, self.record.dst_port = ip, port
         if (canonical_ip(local[0]), local[1]) == (ip, port):
             self._reset("refused: not redirected (addressed to the proxy's own listener)")
             return
@@ -236,7 +232,7 @@ class Intercepted(asyncio.Protocol):
             if self.transport.is_closing():
                 upstream.abort()
                 return
-            record.route = route.pac_spelling()
+            record.route = route
             if route.kind == "DIRECT" and target != dest.ip:
                 record.route = f"DIRECT {target} (by name)"
             if errors:
@@ -289,7 +285,7 @@ class Intercepted(asyncio.Protocol):
     def _start_relay(self, upstream: asyncio.Transport, leftover: bytearray) -> None:
         self.state = _RELAY
         client = self.transport
-        from_client, from_upstream = pair(client, upstream, self._half_lost)
+        from_client, from_upstream = pair(client, upstream, self)
         self.halves = (from_client, from_upstream)
         if self.buf:
             from_client.nbytes += len(self.buf)
@@ -308,7 +304,7 @@ class Intercepted(asyncio.Protocol):
         client.resume_reading()
         upstream.resume_reading()
 
-    def _half_lost(self, half: Half, exc: Exception | None) -> None:
+    def half_lost(self, half: Half, exc: Exception | None) -> None:
         self.lost += 1
         other = half.peer.transport
         if not other.is_closing():

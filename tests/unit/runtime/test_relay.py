@@ -28,12 +28,17 @@ async def _relay_through(sink_reads: bool) -> dict[str, int]:
     lost: list[str] = []
     tasks: list[asyncio.Task[None]] = []
 
+    class Owner:
+        def half_lost(self, half: relay.Half, exc: Exception | None) -> None:
+            lost.append(repr(exc))
+
+    owner = Owner()
+
     class Front(asyncio.Protocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             async def link() -> None:
                 up, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", sink_port)
-                on_lost = lambda half, exc: lost.append(repr(exc))  # noqa: E731
-                halves.extend(relay.pair(transport, up, on_lost))  # type: ignore[arg-type]
+                halves.extend(relay.pair(transport, up, owner))  # type: ignore[arg-type]
 
             tasks.append(loop.create_task(link()))
 
