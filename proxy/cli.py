@@ -227,7 +227,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             log.warning("%s", warning)
         source = args.config or "the bundled default policy (block all external access)"
         log.info("policy: %s", source)
-        log.info("send a group's traffic here with: %s", redirect_hint(cfg, listen[0][1]))
+        log.info(
+            "send one group's traffic here (GID: that group's id; the proxy runs in another"
+            " group, so it cannot loop): %s",
+            redirect_hint(cfg, listen[0][1]),
+        )
         log.info("or review the full rule set with: airgap-proxy iptables show --config FILE")
     if workers > 1:
         log.info("starting %d workers", workers)
