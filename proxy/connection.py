@@ -194,6 +194,17 @@ class Intercepted(asyncio.Protocol):
         self.task = asyncio.get_running_loop().create_task(self._establish())
 
     async def _establish(self) -> None:
+        """Decide and connect; any unexpected failure cuts the client (never a hang)."""
+        try:
+            await self._decide_and_connect()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("set-up failed for %s", self.dest.url)
+            if self.halves is None and not self.transport.is_closing():
+                self._reset(f"internal error: {type(exc).__name__}: {exc}")
+
+    async def _decide_and_connect(self) -> None:
         record, dest = self.record, self.dest
         try:
             decision = self.ctx.decide(dest)
