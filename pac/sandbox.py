@@ -102,6 +102,18 @@ def _load_message(script: str, engine: str, limits: Limits, tz: str | None, env:
     return json.dumps(msg).encode() + b"\n"
 
 
+def _prepare(
+    script: str, engine: str, limits: Limits | None, tz: str | None, load_env: PacEnv | None
+) -> tuple[Limits, bytes]:
+    """Check what both front ends are given, before any process starts: the engine's name
+    and the script's size; returns the limits in force and the load message."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}")
+    limits = limits or Limits()
+    check_script(script, limits)
+    return limits, _load_message(script, engine, limits, tz, load_env or PacEnv())
+
+
 def _eval_message(items: Sequence[tuple[str, str]], payload: dict[str, Any] | None) -> bytes:
     return (
         json.dumps({"op": "eval", "items": [list(i) for i in items], "env": payload}).encode()
@@ -239,12 +251,8 @@ class PacSandbox:
         tz: str | None = None,
         load_env: PacEnv | None = None,
     ) -> None:
-        if engine not in ENGINES:
-            raise ValueError(f"unknown engine {engine!r}")
-        self.limits = limits or Limits()
-        check_script(script, self.limits)
         self.engine = engine
-        self._load_msg = _load_message(script, engine, self.limits, tz, load_env or PacEnv())
+        self.limits, self._load_msg = _prepare(script, engine, limits, tz, load_env)
         self._worker: _SyncWorker | None = None
         self._started = False
         self.respawns = 0
@@ -427,13 +435,9 @@ class AsyncPacSandbox:
         dns_timeout: float = 2.0,
         load_env: PacEnv | None = None,
     ) -> None:
-        if engine not in ENGINES:
-            raise ValueError(f"unknown engine {engine!r}")
-        self.limits = limits or Limits()
-        check_script(script, self.limits)
         self.engine = engine
         self.dns_timeout = dns_timeout
-        self._load_msg = _load_message(script, engine, self.limits, tz, load_env or PacEnv())
+        self.limits, self._load_msg = _prepare(script, engine, limits, tz, load_env)
         self._size = max(1, workers)
         self._idle: asyncio.Queue[_AsyncWorker | None] | None = None
         self._all: set[_AsyncWorker] = set()
