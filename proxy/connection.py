@@ -36,6 +36,8 @@ log = logging.getLogger("airgap.proxy")
 Decider = Callable[[Destination], Decision | Awaitable[Decision]]
 
 SNIFF_PORTS = (80, 443)
+#: A segment at least this big is sniffed at once (see `data_received`).
+SNIFF_EAGER_CHUNK = 512
 #: How long a rejected client may keep sending before it is cut, and how much we discard.
 REJECT_LINGER = 2.0
 REJECT_DISCARD_LIMIT = 1 << 20
@@ -66,6 +68,19 @@ class ProxyContext:
             conn.check_idle(now, self.idle_timeout)
 
 
+def _may_be_complete(buf: bytearray, data: bytes) -> bool:
+    """Whether `data` may have completed a ClientHello or request head in `buf` (cheap: it
+    looks at the chunk, a TLS header's length field, or the head's end)."""
+    if len(data) >= SNIFF_EAGER_CHUNK:
+        return True
+    if buf[0] == 0x16:  # TLS: the first handshake header says how long the hello is
+        if len(buf) < 9:
+            return False
+        end = 9 + int.from_bytes(buf[6:9], "big")  # in one record; more records come later
+        return len(buf) - len(data) < end <= len(buf)  # this chunk crossed it (once)
+    return b"\r\n\r\n" in buf[-(len(data) + 3) :]
+
+
 class Intercepted(asyncio.Protocol):
     """Set-up phase of one client connection, then the owner of its relay."""
 
@@ -79,6 +94,7 @@ class Intercepted(asyncio.Protocol):
         "idle_since",
         "idle_total",
         "lost",
+        "next_sniff",
         "record",
         "sniffed",
         "state",
@@ -97,6 +113,7 @@ class Intercepted(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None
         self.halves: tuple[Half, Half] | None = None
         self.lost = 0
+        self.next_sniff = 0
         self.discarded = 0
         self.idle_total = -1
         self.idle_since = 0.0
@@ -138,9 +155,17 @@ class Intercepted(asyncio.Protocol):
             return
         self.buf += data
         if self.state == _SETUP and self.timer is not None:
+            # Each sniff parses the whole prefix again. A normal client sends its hello or
+            # head in one or two large segments; one that dribbles tiny segments is only
+            # re-parsed when its buffer has doubled, so its cost stays linear, not quadratic.
+            size = len(self.buf)
+            if size < self.next_sniff and not _may_be_complete(self.buf, data):
+                return
             result = sniff(bytes(self.buf))
             if result.complete:
                 self._sniffed(result)
+            else:
+                self.next_sniff = min(2 * size, MAX_SNIFF_BYTES)
         elif len(self.buf) >= MAX_SNIFF_BYTES:
             self.transport.pause_reading()
 
