@@ -23,6 +23,7 @@ import functools
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import struct
@@ -84,27 +85,41 @@ def in_ns(ns: str, *cmd: str) -> list[str]:
     return ["ip", "netns", "exec", ns, *cmd]
 
 
+def _first_closed_ancestor(path: Path) -> Path | None:
+    """The first directory above `path` (from /) that other uids cannot enter, if any."""
+    for ancestor in reversed(path.parents):
+        if ancestor != Path("/") and not os.stat(ancestor).st_mode & 0o001:
+            return ancestor
+    return None
+
+
 @functools.cache
 def python_readable_by_all() -> list[str]:
-    """A prefix that lets other uids run this interpreter when it lives under /root (0700).
+    """A prefix that lets other uids run this interpreter on this checkout.
 
-    In a mount namespace of its own, /root is covered by an empty 0755 tmpfs and only the
-    interpreter's tree is bound back; nothing outside that one process tree changes.
+    The interpreter may live under /root (0700) and the checkout under a 0700 temporary
+    folder (a fresh CI clone). In a mount namespace of that one process tree, each such
+    closed directory is covered by an empty 0755 tmpfs and only the trees needed (the
+    interpreter's, the checkout) are bound back; nothing outside that process tree changes.
     """
-    prefix = Path(sys.base_prefix).resolve()
-    hidden = Path("/root")
-    if hidden not in prefix.parents or os.stat(hidden).st_mode & 0o001:
+    needed: dict[Path, set[Path]] = {}
+    for path in (Path(sys.base_prefix).resolve(), REPO):
+        closed = _first_closed_ancestor(path)
+        if closed is not None:
+            needed.setdefault(closed, set()).add(closed / path.relative_to(closed).parts[0])
+    if not needed:
         return []
-    top = hidden / prefix.relative_to(hidden).parts[0]
-    hold = tempfile.mkdtemp(prefix="agfw-py-")
-    script = (
-        'set -e; mount --bind "$1" "$2"; mount -t tmpfs -o mode=0755 tmpfs "$3";'
-        ' mkdir -p "$4"; mount --bind "$2" "$4"; shift 4; exec "$@"'
-    )
-    return [
-        "unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
-        str(top), hold, str(hidden), str(top),
-    ]  # fmt: skip
+    steps = ["set -e"]
+    for closed, tops in needed.items():
+        hold = tempfile.mkdtemp(prefix="agfw-hold-")
+        steps.append(f"mount --bind {shlex.quote(str(closed))} {shlex.quote(hold)}")
+        steps.append(f"mount -t tmpfs -o mode=0755 tmpfs {shlex.quote(str(closed))}")
+        for top in sorted(tops):
+            held = Path(hold) / top.relative_to(closed)
+            steps.append(f"mkdir -p {shlex.quote(str(top))}")
+            steps.append(f"mount --bind {shlex.quote(str(held))} {shlex.quote(str(top))}")
+    steps.append('exec "$@"')
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", "; ".join(steps), "sh"]
 
 
 def as_uid(uid: int, gid: int, *cmd: str, caps: Sequence[str] = ()) -> list[str]:
