@@ -9,6 +9,7 @@ the redirect rules can exclude them: the proxy never loops into itself.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
 import ssl
@@ -101,11 +102,18 @@ async def _sock_connect(
 
     `loop.sock_connect` does the same but costs uvloop about 70 CPU-µs more per connection
     (it re-checks the address through its resolver); the address here is always resolved.
+    On loopback and other fast paths the kernel completes the handshake inside `connect()`
+    itself: `getpeername()` tells, and then no writer has to be registered and waited for.
     """
-    try:
-        sock.connect(addr)
+    err = sock.connect_ex(addr)
+    if err == 0:
         return
-    except BlockingIOError:
+    if err != errno.EINPROGRESS:
+        raise OSError(err, os.strerror(err))
+    try:
+        sock.getpeername()  # ENOTCONN while the handshake is still under way
+        return
+    except OSError:
         pass
     fd = sock.fileno()
     writable: asyncio.Future[None] = loop.create_future()
@@ -158,9 +166,8 @@ async def _connect(
     infos = _numeric(host, port) or await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     last: OSError = OSError(f"{host} does not resolve")
     for family, type_, proto, _canon, addr in infos:
-        sock = socket.socket(family, type_, proto)
+        sock = socket.socket(family, type_ | socket.SOCK_NONBLOCK, proto)
         try:
-            sock.setblocking(False)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, opts.mark)
             await _sock_connect(loop, sock, addr)
         except OSError as exc:

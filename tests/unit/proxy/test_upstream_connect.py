@@ -1,0 +1,139 @@
+"""DIRECT connects with a mark: done at once when the kernel finished the handshake inside
+`connect()`, else by waiting for the socket to become writable; refusals and silence fail
+the route with a reason."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+import uvloop
+
+from pac.routes import DIRECT
+from proxy.upstream import ConnectOptions, RouteFailed, open_route
+
+MARK = 0x4147
+IN_PRIVATE_NETNS = os.environ.get("AIRGAP_PRIVATE_NETNS") == "1" and os.geteuid() == 0
+
+
+def _can_mark() -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, MARK)
+        except PermissionError:
+            return False
+    return True
+
+
+needs_mark = pytest.mark.skipif(not _can_mark(), reason="setting SO_MARK needs CAP_NET_ADMIN")
+needs_netns = pytest.mark.skipif(
+    not IN_PRIVATE_NETNS or shutil.which("iptables") is None,
+    reason="changes iptables: only inside the test run's private network namespace",
+)
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    yield sock
+    sock.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _round_trip(listener: socket.socket, opts: ConnectOptions) -> tuple[bytes, int]:
+    """Open DIRECT to the listener, send a line, return what arrived and the socket's mark."""
+    loop = asyncio.get_running_loop()
+    port = listener.getsockname()[1]
+    transport, _pending = await open_route(DIRECT, "127.0.0.1", port, opts)
+    try:
+        sock = transport.get_extra_info("socket")
+        # Connected when open_route returns (ENOTCONN here while the handshake still runs):
+        # the caller decides on failover by then.
+        assert sock.getpeername()[1] == port
+        mark = sock.getsockopt(socket.SOL_SOCKET, socket.SO_MARK)
+        transport.write(b"ping\n")
+        listener.setblocking(False)
+        conn, _ = await loop.sock_accept(listener)
+        with conn:
+            data = await asyncio.wait_for(loop.sock_recv(conn, 100), 5)
+        return data, mark
+    finally:
+        transport.abort()
+
+
+@needs_mark
+def test_marked_connect_on_loopback(listener: socket.socket) -> None:
+    data, mark = uvloop.run(_round_trip(listener, ConnectOptions(timeout=5, mark=MARK)))
+    assert data == b"ping\n"
+    assert mark == MARK, "the upstream socket carries the mark the redirect rules exempt"
+
+
+def test_unmarked_connect_on_loopback(listener: socket.socket) -> None:
+    data, mark = uvloop.run(_round_trip(listener, ConnectOptions(timeout=5)))
+    assert (data, mark) == (b"ping\n", 0)
+
+
+@pytest.mark.parametrize("mark", [None, pytest.param(MARK, marks=needs_mark)])
+def test_refused_connect_fails_the_route(mark: int | None) -> None:
+    port = _free_port()
+    with pytest.raises(RouteFailed, match="refused"):
+        uvloop.run(open_route(DIRECT, "127.0.0.1", port, ConnectOptions(timeout=5, mark=mark)))
+
+
+def _iptables(*args: str) -> None:
+    subprocess.run(["iptables", "-w", *args], check=True, capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def dropped_syns(listener: socket.socket) -> Iterator[list[str]]:
+    """An INPUT rule that drops SYNs to the listener; yields it (for removal in the test)."""
+    rule = ["INPUT", "-p", "tcp", "--syn", "--dport", str(listener.getsockname()[1])]
+    rule += ["-j", "DROP"]
+    _iptables("-I", *rule)
+    try:
+        yield rule
+    finally:
+        subprocess.run(["iptables", "-w", "-D", *rule], capture_output=True, timeout=10)
+
+
+@needs_netns
+@needs_mark
+def test_marked_connect_waits_for_a_slow_handshake(
+    listener: socket.socket, dropped_syns: list[str]
+) -> None:
+    """The first SYN is lost: the handshake ends only after the kernel's retransmission,
+    long after `connect()` returned, and the connect waits for it."""
+
+    async def scenario() -> tuple[bytes, int, float]:
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.3, _iptables, "-D", *dropped_syns)
+        started = loop.time()
+        data, mark = await _round_trip(listener, ConnectOptions(timeout=10, mark=MARK))
+        return data, mark, loop.time() - started
+
+    data, mark, took = uvloop.run(scenario())
+    assert (data, mark) == (b"ping\n", MARK)
+    assert took >= 0.3, "the connection was made by the retransmitted SYN"
+
+
+@needs_netns
+@pytest.mark.parametrize("mark", [None, pytest.param(MARK, marks=needs_mark)])
+def test_silent_destination_times_out(
+    listener: socket.socket, dropped_syns: list[str], mark: int | None
+) -> None:
+    port = listener.getsockname()[1]
+    opts = ConnectOptions(timeout=0.5, mark=mark)
+    with pytest.raises(RouteFailed, match=r"timed out after 0\.5s"):
+        uvloop.run(open_route(DIRECT, "127.0.0.1", port, opts))
