@@ -9,9 +9,9 @@ cannot be opened never turns into an unchecked connection.
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import contextlib
-import inspect
 import ipaddress
 import logging
 import socket
@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 
 from proxy import reject_wire
 from proxy.audit import ConnectionRecord, emit
+from proxy.deadlines import Deadlines
 from proxy.origdst import canonical_ip, original_destination
 from proxy.relay import Half, pair
 from proxy.resolver import NameResolver
 from proxy.route_health import BadProxies
 from proxy.sniff import MAX_SNIFF_BYTES, SniffResult, sniff
-from proxy.upstream import ConnectOptions, RouteFailed, open_route
+from proxy.upstream import ConnectOptions, RouteFailed, open_direct, open_route
 from rules.model import Decision, Destination
 from rules.names import canonical_hostname
 
@@ -42,7 +43,7 @@ SNIFF_EAGER_CHUNK = 512
 REJECT_LINGER = 2.0
 REJECT_DISCARD_LIMIT = 1 << 20
 
-_SETUP, _CONNECTING, _RELAY, _REJECTING, _DONE = range(5)
+_SETUP, _PEEKING, _CONNECTING, _RELAY, _REJECTING, _DONE = range(6)
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
 
@@ -60,6 +61,11 @@ class ProxyContext:
     max_connections: int = 10_000
     json_logs: bool = False
     active: set[Intercepted] = field(default_factory=set)
+    #: Connections still waiting for their hello/head, by peek deadline.
+    peeking: Deadlines[Intercepted] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.peeking = Deadlines(self.peek_timeout, Intercepted.peek_timed_out)
 
     def sweep_idle(self) -> None:
         """Close relays that moved no byte for `idle_timeout` (a sweep, not a timer per read)."""
@@ -122,15 +128,29 @@ class Intercepted(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+        # One plain socket object over the transport's descriptor answers the three
+        # questions below (uvloop's pseudo-socket would build a new one for each).
+        pseudo = transport.get_extra_info("socket")
+        sock = _socket.socket(pseudo.family, socket.SOCK_STREAM, 0, pseudo.fileno())
+        try:
+            self._place(sock)
+        finally:
+            sock.detach()
+
+    def _place(self, sock: socket.socket) -> None:
+        """Who the client is and where it was going; refuse what cannot be placed."""
         ctx = self.ctx
-        peer = transport.get_extra_info("peername") or ("?", 0)
-        client_ip = canonical_ip(peer[0]) if peer[0] != "?" else "?"
-        self.record = ConnectionRecord(client_ip, peer[1])
+        try:
+            peer = sock.getpeername()
+            client_ip = canonical_ip(peer[0])
+            self.record = ConnectionRecord(client_ip, peer[1])
+        except OSError:  # the client is already gone
+            client_ip = "?"
+            self.record = ConnectionRecord(client_ip, 0)
         ctx.active.add(self)
         if len(ctx.active) > ctx.max_connections:
             self._reset("refused: over --max-connections")
             return
-        sock = transport.get_extra_info("socket")
         try:
             ip, port = original_destination(sock)
             local = sock.getsockname()
@@ -143,7 +163,8 @@ class Intercepted(asyncio.Protocol):
             return
         self.dest = Destination(ip=ip, port=port, client_ip=client_ip)
         if port in SNIFF_PORTS and port in ctx.transparent_ports:
-            self.timer = asyncio.get_running_loop().call_later(ctx.peek_timeout, self._peek_timeout)
+            self.state = _PEEKING
+            ctx.peeking.add(self)
         else:
             self._decide()
 
@@ -154,7 +175,7 @@ class Intercepted(asyncio.Protocol):
                 self._reset(self.record.error or "rejected")
             return
         self.buf += data
-        if self.state == _SETUP and self.timer is not None:
+        if self.state == _PEEKING:
             # Each sniff parses the whole prefix again. A normal client sends its hello or
             # head in one or two large segments; one that dribbles tiny segments is only
             # re-parsed when its buffer has doubled, so its cost stays linear, not quadratic.
@@ -174,12 +195,12 @@ class Intercepted(asyncio.Protocol):
         if self.state == _REJECTING:
             self.transport.close()
             return False
-        if self.state == _SETUP and self.timer is not None:
+        if self.state == _PEEKING:
             self._sniffed(self._final_sniff())
         return True  # keep the write side: the answer may still come
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.state in (_SETUP, _CONNECTING):
+        if self.state in (_SETUP, _PEEKING, _CONNECTING):
             self.record.error = self.record.error or "client closed during set-up"
         if self.task is not None and not self.task.done():
             self.task.cancel()
@@ -194,34 +215,45 @@ class Intercepted(asyncio.Protocol):
             return result
         return SniffResult(True, result.protocol, None, "incomplete client hello/head")
 
-    def _peek_timeout(self) -> None:
-        self.timer = None
-        if self.state == _SETUP:
+    def peek_timed_out(self) -> None:
+        """The peek deadline passed (`ProxyContext.peeking`): decide on what arrived."""
+        if self.state == _PEEKING:
             self._sniffed(self._final_sniff())
 
     def _sniffed(self, result: SniffResult) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.ctx.peeking.discard(self)
         self.sniffed = result
         name = canonical_hostname(result.hostname) if result.hostname else None
         if result.hostname and name is None:
             log.debug("ignoring unusable name %r from %s", result.hostname, self.record.client)
-        self.record.hostname = name
-        dest = self.dest
-        self.dest = Destination(dest.ip, dest.port, name, dest.client_ip)
+        if name is not None:
+            self.record.hostname = name
+            dest = self.dest
+            self.dest = Destination(dest.ip, dest.port, name, dest.client_ip)
         self._decide()
 
     def _decide(self) -> None:
+        """Ask the policy, then connect in a task. The client is not paused meanwhile: what
+        it sends is kept in `buf`, and reading pauses when that reaches the sniff bound."""
         self.state = _CONNECTING
-        if not self.transport.is_closing():
-            self.transport.pause_reading()
-        self.task = asyncio.get_running_loop().create_task(self._establish())
-
-    async def _establish(self) -> None:
-        """Decide and connect; any unexpected failure cuts the client (never a hang)."""
+        dest = self.dest
         try:
-            await self._decide_and_connect()
+            decision = self.ctx.decide(dest)
+        except Exception as exc:  # fail closed on any policy failure
+            decision = _policy_failed(dest, exc)
+        self.task = asyncio.get_running_loop().create_task(self._establish(decision))
+
+    async def _establish(self, decision: Decision | Awaitable[Decision]) -> None:
+        """Connect a route; any unexpected failure cuts the client (never a hang)."""
+        try:
+            if not isinstance(decision, Decision):
+                try:
+                    decision = await decision
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # fail closed on any policy failure
+                    decision = _policy_failed(self.dest, exc)
+            await self._connect_routes(decision)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -229,17 +261,8 @@ class Intercepted(asyncio.Protocol):
             if self.halves is None and not self.transport.is_closing():
                 self._reset(f"internal error: {type(exc).__name__}: {exc}")
 
-    async def _decide_and_connect(self) -> None:
+    async def _connect_routes(self, decision: Decision) -> None:
         record, dest = self.record, self.dest
-        try:
-            decision = self.ctx.decide(dest)
-            if inspect.isawaitable(decision):
-                decision = await decision
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # fail closed on any policy failure
-            log.exception("policy failed for %s", dest.url)
-            decision = Decision("REJECT", (), f"policy error: {exc}", dest.url, dest.host)
         record.decision = decision.action
         record.reason = decision.reason
         if decision.action == "REJECT" or not decision.routes:
@@ -249,16 +272,21 @@ class Intercepted(asyncio.Protocol):
         refused = 0  # DIRECT routes the spoofing rule refused (not connection failures)
         health = self.ctx.bad_proxies
         for route in health.order(decision.routes):
-            if route.kind == "DIRECT":
-                target, why = await self._direct_target(decision)
-                if target is None:
-                    errors.append(why)
-                    refused += 1
-                    continue
-            else:
-                target = dest.hostname or dest.ip
             try:
-                upstream, leftover = await open_route(route, target, dest.port, self.ctx.connect)
+                if route.kind == "DIRECT":
+                    target = dest.ip
+                    if decision.name_based and dest.hostname:
+                        target, why = await self._direct_target(decision)
+                        if target is None:
+                            errors.append(why)
+                            refused += 1
+                            continue
+                    upstream, leftover = await open_direct(target, dest.port, self.ctx.connect)
+                else:
+                    target = dest.hostname or dest.ip
+                    upstream, leftover = await open_route(
+                        route, target, dest.port, self.ctx.connect
+                    )
             except RouteFailed as exc:
                 log.warning("route failed for %s: %s", dest.url, exc)
                 errors.append(str(exc))
@@ -292,9 +320,10 @@ class Intercepted(asyncio.Protocol):
         decision made about another address: that is refused.
         """
         dest = self.dest
-        if not (decision.name_based and dest.hostname):
-            return dest.ip, ""
-        addrs = await self.ctx.resolver.resolve(dest.hostname)
+        assert dest.hostname is not None
+        addrs = self.ctx.resolver.peek(dest.hostname)
+        if addrs is None:
+            addrs = await self.ctx.resolver.resolve(dest.hostname)
         if not addrs:
             return None, f"DIRECT: name {dest.hostname} does not resolve"
         if dest.ip in addrs:
@@ -406,11 +435,23 @@ class Intercepted(asyncio.Protocol):
         if self not in self.ctx.active:
             return
         self.ctx.active.discard(self)
+        self.ctx.peeking.discard(self)
         self.state = _DONE
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if self.halves is not None:
-            self.record.bytes_up = self.halves[0].nbytes
-            self.record.bytes_down = self.halves[1].nbytes
+        halves = self.halves
+        if halves is not None:
+            self.record.bytes_up = halves[0].nbytes
+            self.record.bytes_down = halves[1].nbytes
+            # Both halves are gone: break the reference cycles, so the connection's objects
+            # are freed at once instead of waiting for the garbage collector.
+            self.halves = None
+            for half in halves:
+                half.peer = half.owner = None  # type: ignore[assignment]
         emit(self.record, self.ctx.json_logs)
+
+
+def _policy_failed(dest: Destination, exc: Exception) -> Decision:
+    log.error("policy failed for %s", dest.url, exc_info=exc)
+    return Decision("REJECT", (), f"policy error: {exc}", dest.url, dest.host)

@@ -163,6 +163,7 @@ async def serve(
         await asyncio.sleep(0.05)
     for conn in list(ctx.active):
         conn.abort("cut at the end of the drain timeout")
+    ctx.peeking.close()
     await asyncio.sleep(0)
     for task in tasks:
         task.cancel()

@@ -93,28 +93,27 @@ class _Handshaking(_Held):
             self.done.set_exception(RouteFailed("upstream closed during the handshake"))
 
 
-async def _sock_connect(
-    loop: asyncio.AbstractEventLoop,
-    sock: socket.socket,
-    addr: tuple,  # type: ignore[type-arg]
-) -> None:
-    """Connect a non-blocking socket to a resolved address.
+def _connect_started(sock: socket.socket, addr: tuple) -> bool:  # type: ignore[type-arg]
+    """Start connecting a non-blocking socket; True when the handshake is already done.
 
-    `loop.sock_connect` does the same but costs uvloop about 70 CPU-µs more per connection
-    (it re-checks the address through its resolver); the address here is always resolved.
     On loopback and other fast paths the kernel completes the handshake inside `connect()`
     itself: `getpeername()` tells, and then no writer has to be registered and waited for.
+    Raises OSError when the connect failed at once.
     """
     err = sock.connect_ex(addr)
     if err == 0:
-        return
+        return True
     if err != errno.EINPROGRESS:
         raise OSError(err, os.strerror(err))
     try:
         sock.getpeername()  # ENOTCONN while the handshake is still under way
-        return
     except OSError:
-        pass
+        return False
+    return True
+
+
+async def _connect_finished(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    """Wait until a started connect is done; raises OSError when it failed."""
     fd = sock.fileno()
     writable: asyncio.Future[None] = loop.create_future()
     loop.add_writer(fd, _wake, writable)
@@ -125,6 +124,20 @@ async def _sock_connect(
     err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     if err:
         raise OSError(err, os.strerror(err))
+
+
+async def _sock_connect(
+    loop: asyncio.AbstractEventLoop,
+    sock: socket.socket,
+    addr: tuple,  # type: ignore[type-arg]
+) -> None:
+    """Connect a non-blocking socket to a resolved address.
+
+    `loop.sock_connect` does the same but costs uvloop about 70 CPU-µs more per connection
+    (it re-checks the address through its resolver); the address here is always resolved.
+    """
+    if not _connect_started(sock, addr):
+        await _connect_finished(loop, sock)
 
 
 def _wake(fut: asyncio.Future[None]) -> None:
@@ -205,11 +218,10 @@ async def open_route(
     For DIRECT `target_host` must be an IP (the caller decided which one is safe); proxies
     get the hostname when one is known, so the upstream resolves it.
     """
+    if route.kind == "DIRECT":
+        return await open_direct(target_host, target_port, opts)
     try:
         async with asyncio.timeout(opts.timeout):
-            if route.kind == "DIRECT":
-                held = _Held()
-                return await _connect(lambda: held, target_host, target_port, opts), held.pending
             loop = asyncio.get_running_loop()
             done: asyncio.Future[None] = loop.create_future()
             handshake = _handshake_for(route, target_host, target_port)
@@ -238,3 +250,40 @@ async def open_route(
     except OSError as exc:
         why = os.strerror(exc.errno) if exc.errno else str(exc)
         raise RouteFailed(f"{route}: {why}") from None
+
+
+async def open_direct(
+    ip: str, port: int, opts: ConnectOptions
+) -> tuple[asyncio.Transport, bytearray]:
+    """DIRECT to `ip:port`; raises RouteFailed. Returns what `open_route` returns.
+
+    Every new connection takes this path, so it is kept flat: the socket is made, marked and
+    connected here, and the timeout is armed only when the handshake did not finish inside
+    `connect()` (on loopback it does; `asyncio.timeout` costs as much as the rest of this).
+    `ip` must be an address: the caller chose which one is safe, and nothing here resolves.
+    """
+    infos = _numeric(ip, port)
+    if infos is None:
+        raise RouteFailed(f"DIRECT: {ip!r} is not an IP address")
+    family, type_, proto, _canon, addr = infos[0]
+    sock = socket.socket(family, type_ | socket.SOCK_NONBLOCK, proto)
+    try:
+        if opts.mark is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, opts.mark)
+        loop = asyncio.get_running_loop()
+        if not _connect_started(sock, addr):
+            async with asyncio.timeout(opts.timeout):
+                await _connect_finished(loop, sock)
+        held = _Held()
+        transport, _ = await loop.create_connection(lambda: held, sock=sock)
+    except TimeoutError:
+        sock.close()
+        raise RouteFailed(f"DIRECT timed out after {opts.timeout:g}s") from None
+    except OSError as exc:
+        sock.close()
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise RouteFailed(f"DIRECT: {why}") from None
+    except BaseException:
+        sock.close()
+        raise
+    return transport, held.pending  # type: ignore[return-value]

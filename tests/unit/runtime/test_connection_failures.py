@@ -37,7 +37,7 @@ async def _client_sees_the_end(ctx: ProxyContext) -> bytes:
         server.close()
 
 
-@pytest.mark.parametrize("where", ["open_route", "decide"])
+@pytest.mark.parametrize("where", ["open_direct", "decide"])
 def test_unexpected_errors_reset_the_client(monkeypatch: pytest.MonkeyPatch, where: str) -> None:
     monkeypatch.setattr(connection, "original_destination", lambda sock: ("203.0.113.9", 8080))
 
@@ -47,8 +47,8 @@ def test_unexpected_errors_reset_the_client(monkeypatch: pytest.MonkeyPatch, whe
     def broken_decide(dest: Destination) -> Decision:
         raise RuntimeError("a bug")
 
-    if where == "open_route":
-        monkeypatch.setattr(connection, "open_route", broken_route)
+    if where == "open_direct":
+        monkeypatch.setattr(connection, "open_direct", broken_route)
     ctx = ProxyContext(
         decide=broken_decide if where == "decide" else _direct,
         transparent_ports=range(1, 65536),

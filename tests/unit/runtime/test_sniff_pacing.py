@@ -53,7 +53,7 @@ def _feed(monkeypatch: pytest.MonkeyPatch, stream: bytes, chunk: int) -> tuple[i
 
     conn = Probe(ctx=None)  # type: ignore[arg-type]
     conn.transport = _Transport()  # type: ignore[assignment]
-    conn.timer = object()  # type: ignore[assignment]  # the peek is running
+    conn.state = connection._PEEKING
     for i in range(0, len(stream), chunk):
         conn.data_received(stream[i : i + chunk])
         if decided:
