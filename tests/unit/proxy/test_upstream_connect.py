@@ -15,22 +15,14 @@ import pytest
 import uvloop
 
 from pac.routes import DIRECT
+from proxy.cli import can_mark
 from proxy.upstream import ConnectOptions, RouteFailed, open_route
 
 MARK = 0x4147
 IN_PRIVATE_NETNS = os.environ.get("AIRGAP_PRIVATE_NETNS") == "1" and os.geteuid() == 0
 
 
-def _can_mark() -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, MARK)
-        except PermissionError:
-            return False
-    return True
-
-
-needs_mark = pytest.mark.skipif(not _can_mark(), reason="setting SO_MARK needs CAP_NET_ADMIN")
+needs_mark = pytest.mark.skipif(not can_mark(MARK), reason="setting SO_MARK needs CAP_NET_ADMIN")
 needs_netns = pytest.mark.skipif(
     not IN_PRIVATE_NETNS or shutil.which("iptables") is None,
     reason="changes iptables: only inside the test run's private network namespace",
