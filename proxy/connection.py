@@ -27,6 +27,7 @@ from proxy.relay import Half, pair
 from proxy.resolver import NameResolver
 from proxy.route_health import BadProxies
 from proxy.sniff import MAX_SNIFF_BYTES, SniffResult, sniff
+from proxy.splice_relay import SpliceHalf, take_over
 from proxy.upstream import ConnectOptions, RouteFailed, open_route
 from rules.model import Decision, Destination
 from rules.names import canonical_hostname
@@ -59,6 +60,7 @@ class ProxyContext:
     idle_timeout: float = 600.0
     max_connections: int = 10_000
     json_logs: bool = False
+    splice: bool = False  # `--splice`: relay with os.splice where the connection allows
     active: set[Intercepted] = field(default_factory=set)
 
     def sweep_idle(self) -> None:
@@ -111,7 +113,7 @@ class Intercepted(asyncio.Protocol):
         self.sniffed: SniffResult | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
-        self.halves: tuple[Half, Half] | None = None
+        self.halves: tuple[Half, Half] | tuple[SpliceHalf, SpliceHalf] | None = None
         self.lost = 0
         self.next_sniff = 0
         self.discarded = 0
@@ -321,6 +323,15 @@ class Intercepted(asyncio.Protocol):
     def _start_relay(self, upstream: asyncio.Transport, leftover: bytearray) -> None:
         self.state = _RELAY
         client = self.transport
+        if self.ctx.splice:
+            # None: this one cannot be spliced (TLS upstream, no descriptors left): default relay.
+            spliced = take_over(client, upstream, bytes(self.buf), bytes(leftover), self)
+            if spliced is not None:
+                self.halves = spliced
+                self.buf = b""  # type: ignore[assignment]
+                self.task = None
+                self.sniffed = None
+                return
         from_client, from_upstream = pair(client, upstream, self)
         self.halves = (from_client, from_upstream)
         if self.buf:
@@ -340,7 +351,7 @@ class Intercepted(asyncio.Protocol):
         client.resume_reading()
         upstream.resume_reading()
 
-    def half_lost(self, half: Half, exc: Exception | None) -> None:
+    def half_lost(self, half: Half | SpliceHalf, exc: Exception | None) -> None:
         self.lost += 1
         other = half.peer.transport
         if not other.is_closing():
