@@ -57,8 +57,8 @@ def test_upstream_credentials_are_sent_and_never_logged(start_proxy, upstreams, 
     assert "wrong" not in proxy.log_text()
 
 
-def test_over_max_connections_is_refused_cleanly(start_proxy) -> None:
-    proxy = start_proxy(ALLOW_INTERNAL, "--workers", "1", "--max-connections", "2")
+def test_over_max_connections_is_refused_cleanly(start_proxy, relay) -> None:
+    proxy = start_proxy(ALLOW_INTERNAL, "--workers", "1", "--max-connections", "2", *relay)
     held = [h.client_socket(h.ORIGIN_C, h.ECHO_PORT) for _ in range(2)]
     try:
         for sock in held:
@@ -78,8 +78,8 @@ def test_over_max_connections_is_refused_cleanly(start_proxy) -> None:
         assert sock.recv(10) == b"again"
 
 
-def test_idle_relays_are_closed(start_proxy) -> None:
-    proxy = start_proxy(ALLOW_INTERNAL, "--idle-timeout", "1")
+def test_idle_relays_are_closed(start_proxy, relay) -> None:
+    proxy = start_proxy(ALLOW_INTERNAL, "--idle-timeout", "1", *relay)
     with h.client_socket(h.ORIGIN_C, h.ECHO_PORT) as sock:
         sock.sendall(b"x")
         assert sock.recv(10) == b"x"
