@@ -163,10 +163,14 @@ class SpliceHalf:
             return
         try:
             state = self._transfer()
+            self._wait(state)
         except OSError as exc:  # a reset, a broken pipe, ...: the connection is over
             self.relay.close(exc)
             return
-        self._wait(state)
+        except Exception as exc:  # a bug must cut this connection, not hang or spin it
+            log.exception("splice relay failed")
+            self.relay.close(exc)
+            return
         if state == _DONE:
             self.relay.half_done()
 

@@ -199,9 +199,9 @@ def test_duplicate_host_headers_are_not_trusted(start_proxy, origins) -> None:
 # --------------------------------------------------------------------------- upstream proxies
 
 
-def test_http_connect_upstream_carries_the_name(start_proxy, upstreams) -> None:
+def test_http_connect_upstream_carries_the_name(start_proxy, upstreams, relay) -> None:
     up = f"http://127.0.0.1:{upstreams.http_port}"
-    proxy = start_proxy(manual(http=up, https=up))
+    proxy = start_proxy(manual(http=up, https=up), *relay)
     # The client connects to B but names allowed.example: the upstream resolves the name.
     answer = h.tls_probe(h.ORIGIN_B, 443, "allowed.example")
     assert h.origin_of(answer) == f"{h.ORIGIN_A}:443"
@@ -211,9 +211,9 @@ def test_http_connect_upstream_carries_the_name(start_proxy, upstreams) -> None:
     assert h.origin_of(h.http_get(h.ORIGIN_C, 80, None)) == f"{h.ORIGIN_C}:80"
 
 
-def test_socks5_upstream_carries_the_name(start_proxy, upstreams) -> None:
+def test_socks5_upstream_carries_the_name(start_proxy, upstreams, relay) -> None:
     up = f"socks5://127.0.0.1:{upstreams.socks_port}"
-    proxy = start_proxy(manual(http=up, https=up))
+    proxy = start_proxy(manual(http=up, https=up), *relay)
     answer = h.tls_probe(h.ORIGIN_B, 443, "allowed.example")
     assert h.origin_of(answer) == f"{h.ORIGIN_A}:443"
     with h.client_socket(h.ORIGIN_C, h.BULK_PORT) as sock:  # IP only on other ports

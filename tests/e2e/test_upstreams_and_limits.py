@@ -23,9 +23,10 @@ def tls_front(upstreams: h.Upstreams) -> Iterator[h.TlsFront]:
     front.stop()
 
 
-def test_https_upstream_is_verified_against_the_ca_bundle(start_proxy, tls_front) -> None:
+def test_https_upstream_is_verified_against_the_ca_bundle(start_proxy, tls_front, relay) -> None:
+    """Under --splice too: a TLS upstream keeps the default relay (Python decrypts it)."""
     config = manual(https=f"https://localhost:{tls_front.port}")
-    proxy = start_proxy(config, "--ca-bundle", str(tls_front.cert))
+    proxy = start_proxy(config, "--ca-bundle", str(tls_front.cert), *relay)
     answer = h.tls_probe(h.ORIGIN_B, 443, "allowed.example")
     assert h.origin_of(answer) == f"{h.ORIGIN_A}:443", "CONNECT by name inside TLS"
     record = proxy.wait_record(lambda r: r.get("dst") == f"{h.ORIGIN_B}:443")

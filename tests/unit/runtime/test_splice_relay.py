@@ -388,3 +388,22 @@ def test_splice_is_available_here_and_refused_clearly_elsewhere(monkeypatch) -> 
     assert splice_relay.unavailable() is None
     monkeypatch.setattr(splice_relay.sys, "platform", "darwin")
     assert "os.splice is not available" in (splice_relay.unavailable() or "")
+
+
+def test_an_unexpected_error_cuts_the_connection_and_frees_everything(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = open_fds()
+    link = rig.splice()
+
+    def broken(_half: SpliceHalf) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(SpliceHalf, "_transfer", broken)
+    link.client.sendall(b"x")  # wakes the client → upstream half, which fails
+    assert link.owner.done.wait(5)
+    assert all(isinstance(exc, RuntimeError) for _half, exc in link.owner.lost)
+    assert link.origin.recv(10) == b""
+    link.close()
+    rig.settle()
+    assert open_fds() == before
