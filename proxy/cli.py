@@ -58,12 +58,45 @@ def parse_hostport(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def default_max_connections() -> int:
-    """Each relayed connection holds two descriptors; keep a few for listeners and logs."""
+#: Descriptors kept back for listeners, logs, PAC pipes and the like.
+RESERVED_FDS = 64
+#: Descriptors one relayed connection holds: its two sockets (default relay).
+FDS_PER_CONNECTION = 2
+
+
+def _fd_limit() -> int:
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        soft = 65536
-    return max(1, (soft - 64) // 2)
+    return 65536 if soft == resource.RLIM_INFINITY else soft
+
+
+def default_max_connections(fds_per_connection: int = FDS_PER_CONNECTION) -> int:
+    """As many connections as the descriptor limit allows, a few kept for listeners and logs.
+
+    A spliced connection (`--splice`) holds six descriptors (two sockets, two pipes)
+    instead of two, so the same limit allows a third as many.
+    """
+    return max(1, (_fd_limit() - RESERVED_FDS) // fds_per_connection)
+
+
+def max_connections(requested: int, splice: bool) -> int:
+    """`--max-connections`, or its default; ValueError when `--splice` cannot keep it.
+
+    Under `--splice` an explicit value the descriptor limit cannot hold is refused rather
+    than capped: every connection past the limit would fail set-up (fail loud, at start-up).
+    """
+    from proxy.splice_relay import FDS_PER_CONNECTION as SPLICE_FDS
+
+    per_connection = SPLICE_FDS if splice else FDS_PER_CONNECTION
+    allowed = default_max_connections(per_connection)
+    if requested <= 0:
+        return allowed
+    if splice and requested > allowed:
+        raise ValueError(
+            f"--max-connections {requested} with --splice needs {per_connection} descriptors"
+            f" per connection plus {RESERVED_FDS}, but the limit is {_fd_limit()} (ulimit -n):"
+            f" at most {allowed}; raise the limit, lower the value, or drop --splice"
+        )
+    return requested
 
 
 def _seconds(minimum: float, inclusive: bool = True) -> Callable[[str], float]:
@@ -220,6 +253,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"airgap-proxy: {exc}", file=sys.stderr)
         return 2
+    if args.splice:
+        from proxy.splice_relay import unavailable
+
+        why = unavailable()
+        if why is not None:
+            print(f"airgap-proxy: --splice: {why}", file=sys.stderr)
+            return 2
+    try:
+        limit = max_connections(args.max_connections, args.splice)
+    except ValueError as exc:
+        print(f"airgap-proxy: {exc}", file=sys.stderr)
+        return 2
     pac = pac_options(args)
     workers = 1 if control_fd is not None else max(1, args.workers)
     if control_fd is None:  # say it once, not once per worker
@@ -244,12 +289,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         connect_timeout=args.connect_timeout,
         idle_timeout=args.idle_timeout,
         drain_timeout=args.drain_timeout,
-        max_connections=args.max_connections or default_max_connections(),
+        max_connections=limit,
         mark=args.mark,
         ca_bundle=args.ca_bundle,
         json_logs=args.log_format == "json",
         reuse_port=control_fd is not None,
         bad_proxy_ttl=args.bad_proxy_ttl,
+        splice=args.splice,
     )
     return uvloop.run(run_worker(settings, cfg, policy, pac, control_fd))
 
@@ -340,7 +386,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-connections",
         type=int,
         default=0,
-        help="default: (file-descriptor limit - 64) / 2, each relay holding two",
+        help="default: (file-descriptor limit - 64) / 2, each relay holding two; "
+        "/ 6 under --splice (a higher explicit value is refused there)",
+    )
+    run.add_argument(
+        "--splice",
+        action="store_true",
+        help="relay with os.splice (Linux): the payload stays in the kernel; 6 descriptors "
+        "per connection instead of 2; TLS upstreams keep the default relay",
     )
     run.add_argument(
         "--mark",

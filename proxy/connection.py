@@ -28,6 +28,7 @@ from proxy.relay import Half, pair
 from proxy.resolver import NameResolver
 from proxy.route_health import BadProxies
 from proxy.sniff import MAX_SNIFF_BYTES, SniffResult, sniff
+from proxy.splice_relay import SpliceHalf, take_over
 from proxy.upstream import ConnectOptions, RouteFailed, open_direct, open_route
 from rules.model import Decision, Destination
 from rules.names import canonical_hostname
@@ -60,6 +61,7 @@ class ProxyContext:
     idle_timeout: float = 600.0
     max_connections: int = 10_000
     json_logs: bool = False
+    splice: bool = False  # `--splice`: relay with os.splice where the connection allows
     active: set[Intercepted] = field(default_factory=set)
     #: Connections still waiting for their hello/head, by peek deadline.
     peeking: Deadlines[Intercepted] = field(init=False)
@@ -117,7 +119,7 @@ class Intercepted(asyncio.Protocol):
         self.sniffed: SniffResult | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
-        self.halves: tuple[Half, Half] | None = None
+        self.halves: tuple[Half, Half] | tuple[SpliceHalf, SpliceHalf] | None = None
         self.lost = 0
         self.next_sniff = 0
         self.discarded = 0
@@ -353,6 +355,15 @@ class Intercepted(asyncio.Protocol):
     def _start_relay(self, upstream: asyncio.Transport, leftover: bytearray) -> None:
         self.state = _RELAY
         client = self.transport
+        if self.ctx.splice:
+            # None: this one cannot be spliced (TLS upstream, no descriptors left): default relay.
+            spliced = take_over(client, upstream, bytes(self.buf), bytes(leftover), self)
+            if spliced is not None:
+                self.halves = spliced
+                self.buf = b""  # type: ignore[assignment]
+                self.task = None
+                self.sniffed = None
+                return
         from_client, from_upstream = pair(client, upstream, self)
         self.halves = (from_client, from_upstream)
         if self.buf:
@@ -372,7 +383,7 @@ class Intercepted(asyncio.Protocol):
         client.resume_reading()
         upstream.resume_reading()
 
-    def half_lost(self, half: Half, exc: Exception | None) -> None:
+    def half_lost(self, half: Half | SpliceHalf, exc: Exception | None) -> None:
         self.lost += 1
         other = half.peer.transport
         if not other.is_closing():
@@ -451,7 +462,8 @@ class Intercepted(asyncio.Protocol):
             # are freed at once instead of waiting for the garbage collector.
             self.halves = None
             for half in halves:
-                half.peer = half.owner = None  # type: ignore[assignment]
+                if isinstance(half, Half):  # spliced ones are few: left to the collector
+                    half.peer = half.owner = None  # type: ignore[assignment]
         emit(self.record, self.ctx.json_logs)
 
 

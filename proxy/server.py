@@ -45,6 +45,7 @@ class RunSettings:
     json_logs: bool = False
     reuse_port: bool = False
     bad_proxy_ttl: float = 300.0
+    splice: bool = False
 
 
 def _ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
@@ -126,6 +127,7 @@ async def serve(
         idle_timeout=settings.idle_timeout,
         max_connections=settings.max_connections,
         json_logs=settings.json_logs,
+        splice=settings.splice,
     )
     stop = asyncio.Event()
     for signum in STOP_SIGNALS:

@@ -35,6 +35,13 @@ def upstreams(network: None) -> Iterator[harness.Upstreams]:
     ups.stop()
 
 
+@pytest.fixture(params=["default", "splice"])
+def relay(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """The relay under test: the default Protocol pair, or `--splice` (issue 6 asks the
+    splice path to pass the same end-to-end tests). Pass as `start_proxy(config, *relay)`."""
+    return ("--splice",) if request.param == "splice" else ()
+
+
 @pytest.fixture
 def start_proxy(origins: harness.Origins) -> Iterator[Callable[..., harness.ProxyProcess]]:
     """Start the real proxy with a config; marked client traffic is redirected to it."""

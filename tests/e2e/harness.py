@@ -506,6 +506,23 @@ class ProxyProcess:
         return self.proc.returncode
 
 
+def rss_kib(pid: int) -> int:
+    """A process's resident set size (KiB)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def pipe_fds(pid: int) -> int:
+    """How many pipe descriptors a process holds (the splice relay holds 4 per connection)."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("pipe:")
+    return count
+
+
 # --------------------------------------------------------------------------- PAC server
 
 

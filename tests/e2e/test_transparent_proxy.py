@@ -74,8 +74,8 @@ def test_exclude_by_host_header_goes_direct(start_proxy) -> None:
     assert record["hostname"] == "allowed.example"
 
 
-def test_exclude_by_cidr_on_other_port_and_half_close(start_proxy) -> None:
-    proxy = start_proxy(ALLOW_INTERNAL)
+def test_exclude_by_cidr_on_other_port_and_half_close(start_proxy, relay) -> None:
+    proxy = start_proxy(ALLOW_INTERNAL, *relay)
     with h.client_socket(h.ORIGIN_C, h.ECHO_PORT) as sock:
         sock.sendall(b"ping-1 ")
         sock.sendall(b"ping-2")
@@ -199,9 +199,9 @@ def test_duplicate_host_headers_are_not_trusted(start_proxy, origins) -> None:
 # --------------------------------------------------------------------------- upstream proxies
 
 
-def test_http_connect_upstream_carries_the_name(start_proxy, upstreams) -> None:
+def test_http_connect_upstream_carries_the_name(start_proxy, upstreams, relay) -> None:
     up = f"http://127.0.0.1:{upstreams.http_port}"
-    proxy = start_proxy(manual(http=up, https=up))
+    proxy = start_proxy(manual(http=up, https=up), *relay)
     # The client connects to B but names allowed.example: the upstream resolves the name.
     answer = h.tls_probe(h.ORIGIN_B, 443, "allowed.example")
     assert h.origin_of(answer) == f"{h.ORIGIN_A}:443"
@@ -211,9 +211,9 @@ def test_http_connect_upstream_carries_the_name(start_proxy, upstreams) -> None:
     assert h.origin_of(h.http_get(h.ORIGIN_C, 80, None)) == f"{h.ORIGIN_C}:80"
 
 
-def test_socks5_upstream_carries_the_name(start_proxy, upstreams) -> None:
+def test_socks5_upstream_carries_the_name(start_proxy, upstreams, relay) -> None:
     up = f"socks5://127.0.0.1:{upstreams.socks_port}"
-    proxy = start_proxy(manual(http=up, https=up))
+    proxy = start_proxy(manual(http=up, https=up), *relay)
     answer = h.tls_probe(h.ORIGIN_B, 443, "allowed.example")
     assert h.origin_of(answer) == f"{h.ORIGIN_A}:443"
     with h.client_socket(h.ORIGIN_C, h.BULK_PORT) as sock:  # IP only on other ports
@@ -251,8 +251,8 @@ def test_blackholed_upstream_gives_up_at_the_connect_timeout(start_proxy) -> Non
 MIB = 1 << 20
 
 
-def test_100_mib_each_way_intact(start_proxy) -> None:
-    start_proxy(ALLOW_INTERNAL)
+def test_100_mib_each_way_intact(start_proxy, relay) -> None:
+    start_proxy(ALLOW_INTERNAL, *relay)
     size = 100 * MIB
     with h.client_socket(h.ORIGIN_C, h.BULK_PORT, timeout=60) as sock:
         sock.sendall(b"UP\n")
@@ -271,6 +271,36 @@ def test_100_mib_each_way_intact(start_proxy) -> None:
         assert digest.hexdigest() == h.pattern_digest(size)
 
 
+def test_a_client_that_does_not_read_holds_the_origin_back(start_proxy, relay) -> None:
+    """Backpressure end to end: the origin sends 200 MiB, the client reads nothing for a
+    while. The proxy's memory stays bounded (it stops reading from the origin), and once
+    the client reads, every byte arrives intact."""
+    proxy = start_proxy(ALLOW_INTERNAL, "--workers", "1", *relay)
+    assert proxy.proc is not None
+    pid = proxy.proc.pid
+    pipes_before = h.pipe_fds(pid)
+    size = 200 * MIB
+    with h.client_socket(h.ORIGIN_C, h.BULK_PORT, timeout=60) as sock:
+        sock.sendall(f"DOWN {size}\n".encode())
+        time.sleep(0.5)
+        rss_before = h.rss_kib(pid)
+        time.sleep(1.5)  # the client reads nothing: socket buffers and the relay's fill up
+        growth = h.rss_kib(pid) - rss_before
+        assert growth < 16 * 1024, f"the proxy grew {growth} KiB while the client read nothing"
+        spliced = h.pipe_fds(pid) - pipes_before
+        assert spliced == (4 if relay else 0), "two pipes per spliced connection, none else"
+        digest = __import__("hashlib").sha256()
+        received = 0
+        while data := sock.recv(1 << 18):
+            digest.update(data)
+            received += len(data)
+    assert received == size
+    assert digest.hexdigest() == h.pattern_digest(size)
+    record = proxy.wait_record(lambda r: r.get("dst") == f"{h.ORIGIN_C}:{h.BULK_PORT}")
+    assert record["bytes_down"] == size and record["bytes_up"] == len(f"DOWN {size}\n")
+    h.wait_for(lambda: h.pipe_fds(pid) == pipes_before, what="the pipes to be closed")
+
+
 def test_connection_not_redirected_is_refused(start_proxy, origins) -> None:
     proxy = start_proxy(ALLOW_INTERNAL)
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
@@ -280,8 +310,8 @@ def test_connection_not_redirected_is_refused(start_proxy, origins) -> None:
     assert record["route"] is None
 
 
-def test_graceful_stop_drains_open_relays_and_refuses_new_ones(start_proxy) -> None:
-    proxy = start_proxy(ALLOW_INTERNAL)
+def test_graceful_stop_drains_open_relays_and_refuses_new_ones(start_proxy, relay) -> None:
+    proxy = start_proxy(ALLOW_INTERNAL, *relay)
     with h.client_socket(h.ORIGIN_C, h.ECHO_PORT) as sock:
         sock.sendall(b"before ")
         assert sock.recv(100) == b"before "
@@ -295,3 +325,18 @@ def test_graceful_stop_drains_open_relays_and_refuses_new_ones(start_proxy) -> N
         assert h.recv_all(sock) == b"BYE"
     assert proxy.proc is not None
     assert proxy.proc.wait(10) == 0
+
+
+def test_relays_open_at_the_drain_timeout_are_cut(start_proxy, relay) -> None:
+    proxy = start_proxy(ALLOW_INTERNAL, "--drain-timeout", "0.5", *relay)
+    with h.client_socket(h.ORIGIN_C, h.ECHO_PORT) as sock:
+        sock.sendall(b"held")
+        assert sock.recv(100) == b"held"
+        started = time.monotonic()
+        proxy.signal(signal.SIGTERM)
+        assert h.recv_all(sock) == b"", "cut, not answered"
+        assert time.monotonic() - started < 5
+    assert proxy.proc is not None
+    assert proxy.proc.wait(10) == 0
+    record = proxy.wait_record(lambda r: "drain timeout" in (r.get("error") or ""))
+    assert record["bytes_up"] == 4 and record["bytes_down"] == 4

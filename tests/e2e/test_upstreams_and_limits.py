@@ -23,9 +23,10 @@ def tls_front(upstreams: h.Upstreams) -> Iterator[h.TlsFront]:
     front.stop()
 
 
-def test_https_upstream_is_verified_against_the_ca_bundle(start_proxy, tls_front) -> None:
+def test_https_upstream_is_verified_against_the_ca_bundle(start_proxy, tls_front, relay) -> None:
+    """Under --splice too: a TLS upstream keeps the default relay (Python decrypts it)."""
     config = manual(https=f"https://localhost:{tls_front.port}")
-    proxy = start_proxy(config, "--ca-bundle", str(tls_front.cert))
+    proxy = start_proxy(config, "--ca-bundle", str(tls_front.cert), *relay)
     answer = h.tls_probe(h.ORIGIN_B, 443, "allowed.example")
     assert h.origin_of(answer) == f"{h.ORIGIN_A}:443", "CONNECT by name inside TLS"
     record = proxy.wait_record(lambda r: r.get("dst") == f"{h.ORIGIN_B}:443")
@@ -57,8 +58,8 @@ def test_upstream_credentials_are_sent_and_never_logged(start_proxy, upstreams, 
     assert "wrong" not in proxy.log_text()
 
 
-def test_over_max_connections_is_refused_cleanly(start_proxy) -> None:
-    proxy = start_proxy(ALLOW_INTERNAL, "--workers", "1", "--max-connections", "2")
+def test_over_max_connections_is_refused_cleanly(start_proxy, relay) -> None:
+    proxy = start_proxy(ALLOW_INTERNAL, "--workers", "1", "--max-connections", "2", *relay)
     held = [h.client_socket(h.ORIGIN_C, h.ECHO_PORT) for _ in range(2)]
     try:
         for sock in held:
@@ -78,8 +79,8 @@ def test_over_max_connections_is_refused_cleanly(start_proxy) -> None:
         assert sock.recv(10) == b"again"
 
 
-def test_idle_relays_are_closed(start_proxy) -> None:
-    proxy = start_proxy(ALLOW_INTERNAL, "--idle-timeout", "1")
+def test_idle_relays_are_closed(start_proxy, relay) -> None:
+    proxy = start_proxy(ALLOW_INTERNAL, "--idle-timeout", "1", *relay)
     with h.client_socket(h.ORIGIN_C, h.ECHO_PORT) as sock:
         sock.sendall(b"x")
         assert sock.recv(10) == b"x"

@@ -157,3 +157,35 @@ def test_mark_must_be_a_32_bit_number(capsys: pytest.CaptureFixture[str]) -> Non
         with pytest.raises(SystemExit):
             main(["run", "--mark", bad])
         assert "--mark" in capsys.readouterr().err
+
+
+def test_splice_shrinks_the_default_connection_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from proxy import cli
+
+    monkeypatch.setattr(cli.resource, "getrlimit", lambda _which: (20_000, 20_000))
+    assert cli.max_connections(0, splice=False) == (20_000 - 64) // 2
+    assert cli.max_connections(0, splice=True) == (20_000 - 64) // 6 == 3322
+    assert cli.max_connections(3322, splice=True) == 3322
+    assert cli.max_connections(9000, splice=False) == 9000, "unchanged without --splice"
+    with pytest.raises(ValueError, match=r"--max-connections 3323 with --splice .* at most 3322"):
+        cli.max_connections(3323, splice=True)
+
+
+def test_run_refuses_splice_beyond_the_descriptor_limit(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from proxy import cli
+
+    monkeypatch.setattr(cli.resource, "getrlimit", lambda _which: (1024, 1024))
+    assert main(["run", "--splice", "--max-connections", "1000", "--mark", "0"]) == 2
+    assert "raise the limit, lower the value, or drop --splice" in capsys.readouterr().err
+
+
+def test_run_refuses_splice_where_the_kernel_has_none(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from proxy import splice_relay
+
+    monkeypatch.setattr(splice_relay.sys, "platform", "darwin")
+    assert main(["run", "--splice", "--mark", "0"]) == 2
+    assert "--splice: os.splice is not available here (darwin" in capsys.readouterr().err
