@@ -79,10 +79,10 @@ def default_max_connections(fds_per_connection: int = FDS_PER_CONNECTION) -> int
 
 
 def max_connections(requested: int, splice: bool) -> int:
-    """`--max-connections`, or its default; ValueError when `--splice` cannot keep it.
+    """`--max-connections`, or its default; ValueError when the descriptor limit cannot hold it.
 
-    Under `--splice` an explicit value the descriptor limit cannot hold is refused rather
-    than capped: every connection past the limit would fail set-up (fail loud, at start-up).
+    An explicit value the limit cannot hold is refused rather than capped: every connection
+    past the limit would fail at accept or set-up (fail loud, at start-up).
     """
     from proxy.splice_relay import FDS_PER_CONNECTION as SPLICE_FDS
 
@@ -90,11 +90,17 @@ def max_connections(requested: int, splice: bool) -> int:
     allowed = default_max_connections(per_connection)
     if requested <= 0:
         return allowed
-    if splice and requested > allowed:
+    if requested > allowed:
+        relay = " with --splice" if splice else ""
+        remedy = (
+            "raise the limit, lower the value, or drop --splice"
+            if splice
+            else ("raise the limit or lower the value")
+        )
         raise ValueError(
-            f"--max-connections {requested} with --splice needs {per_connection} descriptors"
+            f"--max-connections {requested}{relay} needs {per_connection} descriptors"
             f" per connection plus {RESERVED_FDS}, but the limit is {_fd_limit()} (ulimit -n):"
-            f" at most {allowed}; raise the limit, lower the value, or drop --splice"
+            f" at most {allowed}; {remedy}"
         )
     return requested
 
@@ -387,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="default: (file-descriptor limit - 64) / 2, each relay holding two; "
-        "/ 6 under --splice (a higher explicit value is refused there)",
+        "/ 6 under --splice; a higher explicit value is refused",
     )
     run.add_argument(
         "--splice",

@@ -166,9 +166,11 @@ def test_splice_shrinks_the_default_connection_limit(monkeypatch: pytest.MonkeyP
     assert cli.max_connections(0, splice=False) == (20_000 - 64) // 2
     assert cli.max_connections(0, splice=True) == (20_000 - 64) // 6 == 3322
     assert cli.max_connections(3322, splice=True) == 3322
-    assert cli.max_connections(9000, splice=False) == 9000, "unchanged without --splice"
+    assert cli.max_connections(9968, splice=False) == 9968
     with pytest.raises(ValueError, match=r"--max-connections 3323 with --splice .* at most 3322"):
         cli.max_connections(3323, splice=True)
+    with pytest.raises(ValueError, match=r"--max-connections 9969 needs 2 .* at most 9968; raise"):
+        cli.max_connections(9969, splice=False)
 
 
 def test_run_refuses_splice_beyond_the_descriptor_limit(
