@@ -65,9 +65,16 @@ class ProxyContext:
     active: set[Intercepted] = field(default_factory=set)
     #: Connections still waiting for their hello/head, by peek deadline.
     peeking: Deadlines[Intercepted] = field(init=False)
+    #: The worker's loop, when made inside it: `asyncio.get_running_loop()` costs a getpid
+    #: system call each time (CPython checks for a fork), twice per connection otherwise.
+    loop: asyncio.AbstractEventLoop | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.peeking = Deadlines(self.peek_timeout, Intercepted.peek_timed_out)
+        try:
+            self.loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.loop = None
 
     def sweep_idle(self) -> None:
         """Close relays that moved no byte for `idle_timeout` (a sweep, not a timer per read)."""
@@ -130,23 +137,14 @@ class Intercepted(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport: asyncio.Transport = transport  # type: ignore[assignment]
-        # One plain socket object over the transport's descriptor answers the three
-        # questions below (uvloop's pseudo-socket would build a new one for each).
-        pseudo = transport.get_extra_info("socket")
-        sock = _socket.socket(pseudo.family, socket.SOCK_STREAM, 0, pseudo.fileno())
-        try:
-            self._place(sock)
-        finally:
-            sock.detach()
-
-    def _place(self, sock: socket.socket) -> None:
-        """Who the client is and where it was going; refuse what cannot be placed."""
         ctx = self.ctx
-        try:
-            peer = sock.getpeername()
+        # uvloop read both addresses when it accepted: asking the transport costs no syscall.
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        if peer:
             client_ip = canonical_ip(peer[0])
             self.record = ConnectionRecord(client_ip, peer[1])
-        except OSError:  # the client is already gone
+        else:  # the client is already gone
             client_ip = "?"
             self.record = ConnectionRecord(client_ip, 0)
         ctx.active.add(self)
@@ -154,13 +152,12 @@ class Intercepted(asyncio.Protocol):
             self._reset("refused: over --max-connections")
             return
         try:
-            ip, port = original_destination(sock)
-            local = sock.getsockname()
+            ip, port = self._original_destination()
         except Exception:  # OSError, or anything odd: never relay what we cannot place
             self._reset("refused: no original destination (connection was not redirected)")
             return
         self.record.dst_ip, self.record.dst_port = ip, port
-        if (canonical_ip(local[0]), local[1]) == (ip, port):
+        if not local or (canonical_ip(local[0]), local[1]) == (ip, port):
             self._reset("refused: not redirected (addressed to the proxy's own listener)")
             return
         self.dest = Destination(ip=ip, port=port, client_ip=client_ip)
@@ -169,6 +166,16 @@ class Intercepted(asyncio.Protocol):
             ctx.peeking.add(self)
         else:
             self._decide()
+
+    def _original_destination(self) -> tuple[str, int]:
+        """SO_ORIGINAL_DST of the accepted socket, through one plain socket object over its
+        descriptor (uvloop's pseudo-socket would build a new one for each query)."""
+        pseudo = self.transport.get_extra_info("socket")
+        sock = _socket.socket(pseudo.family, socket.SOCK_STREAM, 0, pseudo.fileno())
+        try:
+            return original_destination(sock)  # type: ignore[arg-type]
+        finally:
+            sock.detach()
 
     def data_received(self, data: bytes) -> None:
         if self.state == _REJECTING:
@@ -242,11 +249,13 @@ class Intercepted(asyncio.Protocol):
         pauses at the first bytes that arrive meanwhile (`data_received`)."""
         self.state = _CONNECTING
         dest = self.dest
+        ctx = self.ctx
         try:
-            decision = self.ctx.decide(dest)
+            decision = ctx.decide(dest)
         except Exception as exc:  # fail closed on any policy failure
             decision = _policy_failed(dest, exc)
-        self.task = asyncio.get_running_loop().create_task(self._establish(decision))
+        loop = ctx.loop or asyncio.get_running_loop()
+        self.task = loop.create_task(self._establish(decision))
 
     async def _establish(self, decision: Decision | Awaitable[Decision]) -> None:
         """Connect a route; any unexpected failure cuts the client (never a hang)."""
@@ -286,7 +295,9 @@ class Intercepted(asyncio.Protocol):
                             errors.append(why)
                             refused += 1
                             continue
-                    upstream, leftover = await open_direct(target, dest.port, self.ctx.connect)
+                    upstream, leftover = await open_direct(
+                        target, dest.port, self.ctx.connect, self.ctx.loop
+                    )
                 else:
                     target = dest.hostname or dest.ip
                     upstream, leftover = await open_route(

@@ -253,7 +253,7 @@ async def open_route(
 
 
 async def open_direct(
-    ip: str, port: int, opts: ConnectOptions
+    ip: str, port: int, opts: ConnectOptions, loop: asyncio.AbstractEventLoop | None = None
 ) -> tuple[asyncio.Transport, bytearray]:
     """DIRECT to `ip:port`; raises RouteFailed. Returns what `open_route` returns.
 
@@ -261,6 +261,7 @@ async def open_direct(
     connected here, and the timeout is armed only when the handshake did not finish inside
     `connect()` (on loopback it does; `asyncio.timeout` costs as much as the rest of this).
     `ip` must be an address: the caller chose which one is safe, and nothing here resolves.
+    `loop`: the running loop, when the caller has it at hand (looking it up costs a syscall).
     """
     infos = _numeric(ip, port)
     if infos is None:
@@ -270,7 +271,7 @@ async def open_direct(
     try:
         if opts.mark is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, opts.mark)
-        loop = asyncio.get_running_loop()
+        loop = loop or asyncio.get_running_loop()
         if not _connect_started(sock, addr):
             async with asyncio.timeout(opts.timeout):
                 await _connect_finished(loop, sock)
