@@ -53,7 +53,9 @@ async def _scenario(monkeypatch: pytest.MonkeyPatch) -> tuple[bytes, int, bool]:
     client.setblocking(False)
     try:
         await loop.sock_sendall(client, FIRST)
-        await asyncio.sleep(0.1)
+        async with asyncio.timeout(5):  # accepted, and the first bytes read
+            while not ctx.active or len(next(iter(ctx.active)).buf) < len(FIRST):
+                await asyncio.sleep(0.01)
         # Fill what the kernel buffers for us while the decision hangs; the proxy must not
         # take it all into its own memory.
         pushed = 0
