@@ -257,6 +257,16 @@ def client_socket(ip: str, port: int, timeout: float = 10.0) -> socket.socket:
     return sock
 
 
+def recv_digest(sock: socket.socket) -> tuple[int, str]:
+    """Read until EOF without keeping the bytes: (how many, their SHA-256 hex digest)."""
+    digest = hashlib.sha256()
+    received = 0
+    while data := sock.recv(1 << 18):
+        digest.update(data)
+        received += len(data)
+    return received, digest.hexdigest()
+
+
 def recv_all(sock: socket.socket, limit: int = 1 << 24) -> bytes:
     """Read until EOF (or a reset, which ends the data too)."""
     chunks = []

@@ -262,13 +262,7 @@ def test_100_mib_each_way_intact(start_proxy, relay) -> None:
         assert h.recv_all(sock).decode() == h.pattern_digest(size)
     with h.client_socket(h.ORIGIN_C, h.BULK_PORT, timeout=60) as sock:
         sock.sendall(f"DOWN {size}\n".encode())
-        digest = __import__("hashlib").sha256()
-        received = 0
-        while data := sock.recv(1 << 18):
-            digest.update(data)
-            received += len(data)
-        assert received == size
-        assert digest.hexdigest() == h.pattern_digest(size)
+        assert h.recv_digest(sock) == (size, h.pattern_digest(size))
 
 
 def test_a_client_that_does_not_read_holds_the_origin_back(start_proxy, relay) -> None:
@@ -289,13 +283,7 @@ def test_a_client_that_does_not_read_holds_the_origin_back(start_proxy, relay) -
         assert growth < 16 * 1024, f"the proxy grew {growth} KiB while the client read nothing"
         spliced = h.pipe_fds(pid) - pipes_before
         assert spliced == (4 if relay else 0), "two pipes per spliced connection, none else"
-        digest = __import__("hashlib").sha256()
-        received = 0
-        while data := sock.recv(1 << 18):
-            digest.update(data)
-            received += len(data)
-    assert received == size
-    assert digest.hexdigest() == h.pattern_digest(size)
+        assert h.recv_digest(sock) == (size, h.pattern_digest(size))
     record = proxy.wait_record(lambda r: r.get("dst") == f"{h.ORIGIN_C}:{h.BULK_PORT}")
     assert record["bytes_down"] == size and record["bytes_up"] == len(f"DOWN {size}\n")
     h.wait_for(lambda: h.pipe_fds(pid) == pipes_before, what="the pipes to be closed")
