@@ -32,9 +32,6 @@ class Deadlines(Generic[T]):
     def __len__(self) -> int:
         return len(self._pending)
 
-    def __contains__(self, item: object) -> bool:
-        return item in self._pending
-
     def add(self, item: T) -> None:
         """Start `item`'s deadline (again, if it was pending: it moves to the back)."""
         self._pending.pop(item, None)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 import uvloop
 
-from pac.routes import DIRECT
+from pac.routes import DIRECT, Route
 from proxy.cli import can_mark
 from proxy.upstream import ConnectOptions, RouteFailed, open_route
 
@@ -129,3 +129,36 @@ def test_silent_destination_times_out(
     opts = ConnectOptions(timeout=0.5, mark=mark)
     with pytest.raises(RouteFailed, match=r"timed out after 0\.5s"):
         uvloop.run(open_route(DIRECT, "127.0.0.1", port, opts))
+
+
+@pytest.mark.parametrize("mark", [None, pytest.param(MARK, marks=needs_mark)])
+def test_proxy_route_connects_and_keeps_bytes_past_the_reply(mark: int | None) -> None:
+    """An HTTP CONNECT proxy (a few lines here) answers 200 and at once sends the first
+    bytes of the tunnel: the route is open, and those bytes are kept for the relay."""
+
+    async def scenario() -> tuple[bytes, bytes, int]:
+        requests: list[bytes] = []
+
+        async def fake_proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            requests.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\nhello from origin")
+            await writer.drain()
+            await reader.read()  # hold the tunnel until the client closes
+            writer.close()
+
+        server = await asyncio.start_server(fake_proxy, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        route = Route("PROXY", "127.0.0.1", port)
+        opts = ConnectOptions(timeout=5, mark=mark)
+        transport, pending = await open_route(route, "app.example", 443, opts)
+        await asyncio.sleep(0.1)  # the tunnel's first bytes may come after the reply
+        sock = transport.get_extra_info("socket")
+        got_mark = sock.getsockopt(socket.SOL_SOCKET, socket.SO_MARK)
+        transport.close()
+        server.close()
+        return requests[0], bytes(pending), got_mark
+
+    request, pending, got_mark = uvloop.run(scenario())
+    assert request.startswith(b"CONNECT app.example:443 HTTP/1.1\r\n")
+    assert pending == b"hello from origin"
+    assert got_mark == (mark or 0)
