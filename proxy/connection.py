@@ -333,7 +333,9 @@ class Intercepted(asyncio.Protocol):
         one of the name's addresses, else to an address of the name. But when the decision
         also rested on that IP being the name's address (a PAC that called dnsResolve(host)
         was answered with the destination IP), connecting anywhere else would carry out a
-        decision made about another address: that is refused.
+        decision made about another address: that is refused. A loopback or unspecified
+        address of the name is never chosen: the name is resolved in the proxy's namespace,
+        so those are the proxy's own host, not what the client could reach.
         """
         dest = self.dest
         assert dest.hostname is not None
@@ -349,9 +351,17 @@ class Intercepted(asyncio.Protocol):
                 f"DIRECT: {dest.ip} is not an address of {dest.hostname}, and the decision"
                 " was made on that address"
             )
+        # The name was resolved here, not in the container: its loopback or unspecified
+        # addresses are the proxy's own host, which no client may reach this way.
+        usable = [a for a in addrs if not _is_proxy_host(a)]
+        if not usable:
+            return None, (
+                f"DIRECT: {dest.hostname} resolves only to the proxy host's own addresses"
+                f" ({', '.join(addrs)}), not to {dest.ip}"
+            )
         version = ipaddress.ip_address(dest.ip).version
-        same_family = [a for a in addrs if ipaddress.ip_address(a).version == version]
-        chosen = (same_family or list(addrs))[0]
+        same_family = [a for a in usable if ipaddress.ip_address(a).version == version]
+        chosen = (same_family or usable)[0]
         log.warning(
             "%s: %s is not an address of %s; connecting to %s instead",
             self.record.client,
@@ -476,6 +486,14 @@ class Intercepted(asyncio.Protocol):
                 if isinstance(half, Half):  # spliced ones are few: left to the collector
                     half.peer = half.owner = None  # type: ignore[assignment]
         emit(self.record, self.ctx.json_logs)
+
+
+def _is_proxy_host(ip: str) -> bool:
+    """True for an address that means the proxy's own host when the proxy dials it:
+    loopback, the unspecified address (Linux connects it to the local host), and the rest
+    of 0.0.0.0/8 ("this network", never a real destination)."""
+    addr = ipaddress.ip_address(ip)
+    return addr.is_loopback or addr.is_unspecified or (addr.version == 4 and ip.startswith("0."))
 
 
 def _policy_failed(dest: Destination, exc: Exception) -> Decision:

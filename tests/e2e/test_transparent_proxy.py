@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import threading
 import time
 
 import pytest
@@ -169,6 +170,35 @@ def test_allowed_name_that_does_not_resolve_is_rejected(start_proxy, origins) ->
     record = proxy.wait_record(lambda r: r.get("hostname") == "nores.example")
     assert record["decision"] == "REJECT"
     assert "does not resolve" in (record["error"] or "")
+
+
+def test_an_excluded_name_never_leads_to_the_proxy_hosts_loopback(start_proxy, origins) -> None:
+    """Docker's example excludes `localhost`: a container naming it while dialling any
+    address must not reach a service on the proxy's own loopback."""
+    proxy = start_proxy(manual(exclude="localhost, allowed.example"))
+    hits: list[str] = []
+
+    def serve(local: socket.socket) -> None:
+        local.settimeout(5)
+        try:
+            conn, peer = local.accept()
+        except OSError:
+            return
+        with conn:
+            hits.append(peer[0])
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nLOOPBACK")
+
+    with socket.create_server(("127.0.0.1", 80)) as local:
+        server = threading.Thread(target=serve, args=(local,), daemon=True)
+        server.start()
+        answer = h.http_get(h.ORIGIN_EVIL, 80, "localhost")
+        local.shutdown(socket.SHUT_RDWR)
+        server.join(5)
+    assert not hits, f"the proxy connected to its own loopback: {answer[:80]!r}"
+    assert answer.startswith(b"HTTP/1.1 403 "), answer[:200]
+    record = proxy.wait_record(lambda r: r.get("hostname") == "localhost")
+    assert record["decision"] == "REJECT"
+    assert "proxy host" in (record["error"] or "")
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,75 @@
+"""Where a DIRECT route that rests on a sniffed name may connect (SNI/Host spoofing rule).
+
+The client chooses the name; the proxy resolves it in its own network namespace. An address
+of the name that is the proxy's own host (loopback, unspecified) must never be chosen in
+place of the address the client dialled: that would open the proxy host's local services to
+any container that names `localhost` (Docker's own example excludes it) or any allowed name
+whose DNS answer is 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from pac.routes import DIRECT
+from proxy.audit import ConnectionRecord
+from proxy.connection import Intercepted, ProxyContext
+from proxy.resolver import NameResolver
+from proxy.upstream import ConnectOptions
+from rules.model import Decision, Destination
+
+EVIL = "203.0.113.66"
+
+
+class TableResolver(NameResolver):
+    def __init__(self, table: dict[str, tuple[str, ...]]) -> None:
+        super().__init__()
+        self.table = table
+
+    async def _lookup(self, loop: asyncio.AbstractEventLoop, name: str) -> tuple[str, ...]:
+        return self.table.get(name, ())
+
+
+def _target(table: dict[str, tuple[str, ...]], name: str, ip: str = EVIL) -> str | None:
+    async def run() -> str | None:
+        ctx = ProxyContext(
+            decide=lambda d: None,  # type: ignore[arg-type,return-value]
+            transparent_ports=range(1, 65536),
+            connect=ConnectOptions(timeout=1),
+            resolver=TableResolver(table),
+        )
+        conn = Intercepted(ctx)
+        conn.record = ConnectionRecord("10.0.0.2", 40000)
+        conn.dest = Destination(ip, 80, name, "10.0.0.2")
+        decision = Decision("DIRECT", (DIRECT,), "test", conn.dest.url, name, name_based=True)
+        target, _why = await conn._direct_target(decision)
+        return target
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    "addrs",
+    [
+        ("127.0.0.1", "::1"),
+        ("127.0.0.53",),
+        ("::1",),
+        ("0.0.0.0",),  # connect() to it reaches the local host
+        ("::",),
+    ],
+)
+def test_a_name_is_never_followed_to_the_proxy_host_itself(addrs: tuple[str, ...]) -> None:
+    assert _target({"localhost": addrs}, "localhost") is None
+
+
+def test_the_proxy_host_addresses_of_a_name_are_skipped_not_the_others() -> None:
+    table = {"mixed.example": ("127.0.0.1", "198.51.100.7")}
+    assert _target(table, "mixed.example") == "198.51.100.7"
+
+
+def test_the_dialled_address_and_ordinary_substitutes_are_unchanged() -> None:
+    table = {"allowed.example": ("203.0.113.10",), "rr.example": ("203.0.113.11", EVIL)}
+    assert _target(table, "allowed.example") == "203.0.113.10", "spoofed: the name's address"
+    assert _target(table, "rr.example") == EVIL, "the dialled address is one of the name's"
