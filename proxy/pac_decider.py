@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pac.env import PacEnv, canonical_addresses
+from pac.env import PacEnv, canonical_addresses, normalize_name
 from pac.result import EvalResult, Reads
 from pac.sandbox import AsyncPacSandbox, Limits
 from proxy.pac_source import PacSnapshot
@@ -217,10 +217,13 @@ class PacDecider:
             return Decision("REJECT", (), reason, dest.url, dest.host, bool(dest.hostname))
         first = verdict.routes[0]
         action = "DIRECT" if first.kind == "DIRECT" else "PROXY"
-        # Did the script look up the connection's own name? It was answered with the
-        # destination IP, so the decision holds for that address only.
+        # Did the script look up the connection's own name, in any spelling (`host + "."`
+        # is answered from the same entry)? It was answered with the destination IP, so the
+        # decision holds for that address only.
         own = dest.hostname
-        ip_bound = own is not None and any(name == own for name, _ in result.reads.dns)
+        ip_bound = own is not None and any(
+            normalize_name(name) == own for name, _ in result.reads.dns
+        )
         return Decision(
             action,
             verdict.routes,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from pac.sandbox import Limits
 from proxy.pac_decider import PacDecider
 from proxy.pac_source import PacSnapshot, sha256_text
@@ -148,5 +150,25 @@ async def test_sentinel_after_routes_rejects_once_they_fail() -> None:
         decision = await decider.decide(Destination("203.0.113.5", 443, "x.example", "10.0.0.1"))
         assert [r.pac_spelling() for r in decision.routes] == ["PROXY a.example:1"]
         assert decision.then_reject and decision.name_based
+    finally:
+        await decider.aclose()
+
+
+@pytest.mark.parametrize("spelling", ["host", 'host + "."', 'host.toUpperCase() + "."'])
+async def test_a_decision_on_the_own_names_answer_is_bound_to_the_dialled_ip(
+    spelling: str,
+) -> None:
+    """The own name is answered with the dialled IP in whatever spelling the script looks
+    it up; a DIRECT made on that answer must never be carried out at another address
+    (a client names a real host while dialling an address the script allows)."""
+    script = f"""function FindProxyForURL(url, host) {{
+      if (isInNet(dnsResolve({spelling}), "203.0.113.0", "255.255.255.0")) return "DIRECT";
+      return "PROXY corp.example:3128";
+    }}"""
+    decider = await _decider(script)
+    try:
+        decision = await decider.decide(Destination("203.0.113.5", 443, "github.com", "10.0.0.1"))
+        assert decision.action == "DIRECT", "answered with the dialled address"
+        assert decision.ip_bound, "so the DIRECT holds for that address only"
     finally:
         await decider.aclose()
