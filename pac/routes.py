@@ -219,13 +219,12 @@ def _is_reject_sentinel(entry: str) -> bool:
     """True when an entry names `reject.docker.internal`, however malformed.
 
     Checked before validation so that `PROXY REJECT.docker.internal.`, a missing or
-    invalid port, credentials or an unknown keyword can never turn a block into a drop
-    (and so into DIRECT further down the list).
+    invalid port, credentials, an unknown or a missing keyword can never turn a block into
+    a drop (and so into DIRECT further down the list).
     """
     parts = entry.split(None, 1)
-    if len(parts) < 2:
-        return False
-    target = parts[1].strip(_WS).split(None, 1)[0] if parts[1].strip(_WS) else ""
+    rest = parts[1].strip(_WS) if len(parts) > 1 else parts[0]  # no keyword: the host alone
+    target = rest.split(None, 1)[0] if rest else ""
     target = target.rpartition("@")[2]
     bracketed = target.startswith("[")
     host = target[1:].partition("]")[0] if bracketed else target.partition(":")[0]

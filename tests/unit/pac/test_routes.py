@@ -92,6 +92,8 @@ def test_empty_list_reads_as_direct_in_chromium_but_rejects_here() -> None:
         "HTTPS user:pw@reject.docker.internal:1",
         "FOO reject.docker.internal:1",
         "PROXY [reject.docker.internal]:1",
+        "reject.docker.internal:1234",  # the keyword forgotten
+        "reject.docker.internal",
     ],
 )
 def test_sentinel_recognised_before_validation(sentinel: str) -> None:
