@@ -83,6 +83,10 @@ _HS_CLIENT_HELLO = 1
 _MAX_RECORD = 1 << 14  # RFC 8446 5.1: TLSPlaintext.length MUST NOT exceed 2^14
 _EXT_SERVER_NAME = 0
 _EXT_ECH = 0xFE0D
+#: Earlier ways to hide the real name: ESNI (draft-ietf-tls-esni up to 02) and the ECH
+#: drafts 08-12. A server that still speaks one routes by the hidden name, so the visible
+#: SNI says no more than the outer name of RFC 9849 ECH does.
+_EXT_HIDDEN_NAME_DRAFTS = frozenset({0xFFCE, 0xFE08, 0xFE09, 0xFE0A, 0xFE0B, 0xFE0C})
 _SNI_HOST_NAME = 0
 
 
@@ -249,6 +253,7 @@ def _parse_client_hello(r: _Reader) -> SniffResult:
     seen: set[int] = set()
     names: list[str] | None = None
     ech_type: int | None = None
+    hidden: int | None = None
     while not extensions.at_end():
         ext_type = extensions.u16("extension type")
         body = extensions.sub(extensions.u16("extension length"), "extension")
@@ -259,6 +264,8 @@ def _parse_client_hello(r: _Reader) -> SniffResult:
             names = _parse_server_name(body)
         elif ext_type == _EXT_ECH:
             ech_type = body.u8("encrypted_client_hello type")
+        elif ext_type in _EXT_HIDDEN_NAME_DRAFTS:
+            hidden = ext_type
         body.take(body.end - body.pos, "extension body")  # wait for it (and skip it)
 
     # Everything declared has arrived and parsed: only now judge the name.
@@ -266,6 +273,8 @@ def _parse_client_hello(r: _Reader) -> SniffResult:
         if ech_type == 0:
             return _tls(None, "ECH outer ClientHello (may be GREASE): SNI is only the public name")
         return _tls(None, f"encrypted_client_hello of type {ech_type} in a cleartext hello")
+    if hidden is not None:
+        return _tls(None, f"draft ECH / encrypted_server_name extension {hidden:#06x}")
     if names is None:
         return _tls(None, "no server_name extension")
     if not names:

@@ -92,7 +92,7 @@ def test_post_quantum_sized_hello_in_one_record_and_many() -> None:
 
 def test_hello_spanning_many_full_records_near_the_bound() -> None:
     prefix, exts = split_extensions(handshake_message(TLS13))
-    big = join_extensions(prefix, [*exts[:-1], (0xFFCE, b"\x00" * 50_000)])
+    big = join_extensions(prefix, [*exts[:-1], (0xFAFA, b"\x00" * 50_000)])
     stream = frame(big)
     assert 50_000 < len(stream) < MAX_SNIFF_BYTES
     assert not sniff(stream[:40_000]).complete
@@ -108,19 +108,19 @@ def test_hello_that_cannot_fit_the_bound_is_decided_from_its_header() -> None:
     assert "bound" in result.note
     # the boundary: a 65,516-byte message takes 4 records, 65,536 stream bytes exactly
     sni = sni_ext(b"edge.example")
-    fixed = len(hello_message(hello_body(sni + ext(0xFFCE, b""))))
-    fits = hello_message(hello_body(sni + ext(0xFFCE, b"\x00" * (65_516 - fixed))))
+    fixed = len(hello_message(hello_body(sni + ext(0xFAFA, b""))))
+    fits = hello_message(hello_body(sni + ext(0xFAFA, b"\x00" * (65_516 - fixed))))
     assert len(frame(fits)) == MAX_SNIFF_BYTES
     assert not sniff(frame(fits)[:200]).complete
     assert_name(frame(fits), "edge.example")
-    too_big = hello_message(hello_body(sni + ext(0xFFCE, b"\x00" * (65_517 - fixed))))
+    too_big = hello_message(hello_body(sni + ext(0xFAFA, b"\x00" * (65_517 - fixed))))
     assert "bound" in assert_name(frame(too_big)[:200], None).note
 
 
 def test_one_byte_records_hit_the_byte_bound() -> None:
     # 6 stream bytes per hello byte: the stream bound ends the wait, not the hello.
     prefix, exts = split_extensions(PQ_MESSAGE)
-    message = join_extensions(prefix, [*exts, (0xFFCE, b"\x00" * 12_000)])
+    message = join_extensions(prefix, [*exts, (0xFAFA, b"\x00" * 12_000)])
     stream = frame(message, 1)[:MAX_SNIFF_BYTES]
     assert not sniff(stream[:-1]).complete
     result = assert_name(stream, None)
@@ -161,6 +161,8 @@ _EXT_OFFSET = 4 + 2 + 32 + 1 + 32 + 2 + 4 + 1 + 1  # first byte of the extension
         (built_hello(ext(0xFE0D, b"\x00") + sni_ext(b"pub.example")), "ECH outer"),
         (built_hello(sni_ext(b"pub.example") + ext(0xFE0D, b"\x01")), "type 1"),
         (built_hello(sni_ext(b"pub.example") + ext(0xFE0D, b"")), "malformed"),
+        (built_hello(sni_ext(b"pub.example") + ext(0xFFCE, b"\x13\x01")), "encrypted_server_name"),
+        (built_hello(sni_ext(b"pub.example") + ext(0xFE0A, b"\x00")), "draft ECH"),
         (built_hello(sni_ext(b"ok.example"), session_id=b"\x00" * 33), "session_id longer"),
         (built_hello(sni_ext(b"ok.example"), suites=b""), "cipher_suites"),
         (built_hello(sni_ext(b"ok.example"), suites=b"\x13\x01\x13"), "cipher_suites"),
