@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Container
 from dataclasses import dataclass, field
 
+from pac.routes import Route
 from proxy import reject_wire
 from proxy.audit import ConnectionRecord, emit
 from proxy.deadlines import Deadlines
@@ -299,7 +300,11 @@ class Intercepted(asyncio.Protocol):
                         target, dest.port, self.ctx.connect, self.ctx.loop
                     )
                 else:
-                    target = dest.hostname or dest.ip
+                    target, why = await self._proxy_target(route, decision)
+                    if target is None:
+                        errors.append(why)
+                        refused += 1
+                        continue
                     upstream, leftover = await open_route(
                         route, target, dest.port, self.ctx.connect
                     )
@@ -315,6 +320,8 @@ class Intercepted(asyncio.Protocol):
             record.route = route
             if route.kind == "DIRECT" and target != dest.ip:
                 record.route = f"DIRECT {target} (by name)"
+            elif route.kind != "DIRECT" and dest.hostname and target == dest.ip:
+                record.route = f"{route} (by IP)"
             if errors:
                 record.error = "; ".join(errors)
             self._start_relay(upstream, leftover)
@@ -324,6 +331,42 @@ class Intercepted(asyncio.Protocol):
             self._reject(decision.reason if decision.then_reject else record.error)
         else:
             self._reset(record.error)
+
+    async def _proxy_target(self, route: Route, decision: Decision) -> tuple[str | None, str]:
+        """What a proxy route asks its upstream for: the name when known (the upstream
+        resolves it), the IP otherwise -- or None and why not.
+
+        When the decision rested on the dialled IP being the name's address (a PAC read
+        dnsResolve(host) and was answered with that IP), the upstream must not be sent to
+        the name's real addresses, which the script never judged: the name is sent only
+        when the dialled IP is one of them; when they differ the route is refused; when the
+        name cannot be resolved here, the dialled IP is sent instead of the unchecked name.
+        """
+        dest = self.dest
+        if not (decision.ip_bound and dest.hostname):
+            return dest.hostname or dest.ip, ""
+        addrs = await self._addresses(dest.hostname)
+        if not addrs:
+            log.warning(
+                "%s: cannot check %s against %s; asking %s for the address",
+                self.record.client,
+                dest.hostname,
+                dest.ip,
+                route,
+            )
+            return dest.ip, ""
+        if dest.ip in addrs:
+            return dest.hostname, ""
+        return None, (
+            f"{route}: {dest.ip} is not an address of {dest.hostname}, and the decision was"
+            " made on that address"
+        )
+
+    async def _addresses(self, name: str) -> tuple[str, ...]:
+        addrs = self.ctx.resolver.peek(name)
+        if addrs is None:
+            addrs = await self.ctx.resolver.resolve(name)
+        return addrs
 
     async def _direct_target(self, decision: Decision) -> tuple[str | None, str]:
         """The IP a DIRECT route may connect to (design.md's SNI/Host spoofing rule), or
@@ -339,9 +382,7 @@ class Intercepted(asyncio.Protocol):
         """
         dest = self.dest
         assert dest.hostname is not None
-        addrs = self.ctx.resolver.peek(dest.hostname)
-        if addrs is None:
-            addrs = await self.ctx.resolver.resolve(dest.hostname)
+        addrs = await self._addresses(dest.hostname)
         if not addrs:
             return None, f"DIRECT: name {dest.hostname} does not resolve"
         if dest.ip in addrs:

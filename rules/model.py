@@ -54,7 +54,8 @@ class Decision:
     before it have failed, the client is rejected on the wire rather than just cut.
     `ip_bound` is True when the decision also rested on the destination IP being the name's
     address (a PAC read dnsResolve(host), answered with that IP): a DIRECT route then never
-    connects to another address of the name, it refuses instead.
+    connects to another address of the name, it refuses instead, and a proxy route sends
+    the name only when that IP is one of its addresses.
     """
 
     action: Action

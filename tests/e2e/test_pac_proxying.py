@@ -224,6 +224,32 @@ def test_pac_that_trusted_the_destination_ip_never_sends_the_name_elsewhere(
     assert h.origin_of(h.tls_probe(h.ORIGIN_C, 443, "rr.example")) == f"{h.ORIGIN_C}:443"
 
 
+def test_pac_that_trusted_the_destination_ip_never_sends_the_name_to_a_proxy(
+    start_proxy, origins, upstreams
+) -> None:
+    """The same rule for a proxy route: the PAC sends what resolves to ORIGIN_C through the
+    upstream. A client naming evil.example (really ORIGIN_EVIL) while dialling ORIGIN_C must
+    not get `CONNECT evil.example` sent to it: the decision was about ORIGIN_C."""
+    script = (
+        "function FindProxyForURL(url, host) {"
+        f' if (isInNet(dnsResolve(host), "{h.ORIGIN_C}", "255.255.255.255"))'
+        f'   return "PROXY 127.0.0.1:{upstreams.http_port}";'
+        ' return "PROXY reject.docker.internal:1"; }'
+    )
+    proxy = start_proxy(pac_config(embedded=script))
+    wait_script(proxy)
+    before = origins.hits.count((h.ORIGIN_EVIL, 443))
+    answer = h.tls_probe(h.ORIGIN_C, 443, "evil.example")
+    assert origins.hits.count((h.ORIGIN_EVIL, 443)) == before, "the upstream reached evil"
+    assert is_tls_access_denied(answer)
+    record = proxy.wait_record(lambda r: r.get("hostname") == "evil.example")
+    assert record["decision"] == "REJECT" and "not an address of" in record["error"]
+    # A name whose addresses include the dialled IP still goes through, by name (the
+    # upstream picks one of its addresses).
+    reached = h.origin_of(h.tls_probe(h.ORIGIN_C, 443, "rr.example"))
+    assert reached in (f"{h.ORIGIN_B}:443", f"{h.ORIGIN_C}:443")
+
+
 def test_pac_download_carries_the_proxy_mark(start_proxy, upstreams, pac_server) -> None:
     """The download is the proxy's own traffic: marked, so redirect rules never loop it."""
     pac_server.script = corporate_pac(upstreams)

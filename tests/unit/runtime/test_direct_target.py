@@ -13,7 +13,7 @@ import asyncio
 
 import pytest
 
-from pac.routes import DIRECT
+from pac.routes import DIRECT, Route
 from proxy.audit import ConnectionRecord
 from proxy.connection import Intercepted, ProxyContext
 from proxy.resolver import NameResolver
@@ -73,3 +73,43 @@ def test_the_dialled_address_and_ordinary_substitutes_are_unchanged() -> None:
     table = {"allowed.example": ("203.0.113.10",), "rr.example": ("203.0.113.11", EVIL)}
     assert _target(table, "allowed.example") == "203.0.113.10", "spoofed: the name's address"
     assert _target(table, "rr.example") == EVIL, "the dialled address is one of the name's"
+
+
+# A PAC decision that read dnsResolve(host) was answered with the dialled address, so it was
+# made about that address. Through a proxy route the upstream resolves what it is sent: the
+# name must not take the connection to an address the script never judged.
+
+
+def _proxy_target(table: dict[str, tuple[str, ...]], name: str, ip: str) -> str | None:
+    async def run() -> str | None:
+        ctx = ProxyContext(
+            decide=lambda d: None,  # type: ignore[arg-type,return-value]
+            transparent_ports=range(1, 65536),
+            connect=ConnectOptions(timeout=1),
+            resolver=TableResolver(table),
+        )
+        conn = Intercepted(ctx)
+        conn.record = ConnectionRecord("10.0.0.2", 40000)
+        conn.dest = Destination(ip, 443, name, "10.0.0.2")
+        route = Route("PROXY", "gw.example", 3128)
+        decision = Decision(
+            "PROXY", (route,), "test", conn.dest.url, name, name_based=True, ip_bound=True
+        )
+        target, _why = await conn._proxy_target(route, decision)
+        return target
+
+    return asyncio.run(run())
+
+
+def test_an_ip_bound_proxy_route_never_carries_a_name_the_dialled_ip_is_not_of() -> None:
+    table = {"github.com": ("140.82.112.3",)}
+    assert _proxy_target(table, "github.com", "10.0.0.5") is None, "spoof: refused"
+
+
+def test_an_ip_bound_proxy_route_carries_a_verified_name() -> None:
+    table = {"github.com": ("140.82.112.3", "140.82.112.4")}
+    assert _proxy_target(table, "github.com", "140.82.112.4") == "github.com"
+
+
+def test_an_ip_bound_proxy_route_carries_the_dialled_ip_when_the_name_cannot_be_checked() -> None:
+    assert _proxy_target({}, "github.com", "10.0.0.5") == "10.0.0.5", "never the unchecked name"
