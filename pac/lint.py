@@ -15,6 +15,7 @@ contain rules that silently never match. This pass finds the common shapes stati
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 
@@ -67,12 +68,22 @@ def _strip_comments(src: str) -> str:
     return "".join(out)
 
 
-def _line_of(src: str, pos: int) -> int:
-    return src.count("\n", 0, pos) + 1
+class _Lines:
+    """Line numbers of offsets in `src`, by bisection (counting newlines per finding made a
+    script with many findings quadratic)."""
+
+    def __init__(self, src: str) -> None:
+        self._breaks = [m.start() for m in re.finditer("\n", src)]
+
+    def of(self, pos: int) -> int:
+        return bisect.bisect_left(self._breaks, pos) + 1
 
 
 _ENTRY = re.compile(r"function\s+FindProxyForURL(?:Ex)?\s*\(\s*([\w$]+)\s*,\s*([\w$]+)\s*\)")
-_STR = r"""(?P<q>["'])(?P<s>(?:\\.|(?!(?P=q)).)*)(?P=q)"""
+# A string literal on one line. A backslash is only ever read as an escape (`[^\\\n]`
+# excludes it from the other branch): with `.` there, a run of backslashes before a missing
+# quote could be split two ways per backslash, and the match backtracked exponentially.
+_STR = r"""(?P<q>["'])(?P<s>(?:\\.|(?!(?P=q))[^\\\n])*)(?P=q)"""
 _CLOCK = re.compile(
     r"\b(weekdayRange|dateRange|timeRange)\s*\(|\bnew\s+Date\s*\(|\bDate\s*\.\s*now\b"
 )
@@ -97,6 +108,7 @@ def _url_pattern_problem(pattern: str) -> tuple[str, str] | None:
 def lint(src: str) -> list[LintWarning]:
     """All findings, in line order."""
     code = _strip_comments(src)
+    lines = _Lines(code)
     url_name, host_name = "url", "host"
     entry = _ENTRY.search(code)
     if entry:
@@ -114,7 +126,7 @@ def lint(src: str) -> list[LintWarning]:
             kind, why = problem
             warnings.append(
                 LintWarning(
-                    _line_of(code, m.start()),
+                    lines.of(m.start()),
                     kind,
                     f"URL pattern {m.group('s')!r} {why}; the container proxy passes "
                     "only scheme://host:port, so this rule never matches",
@@ -130,7 +142,7 @@ def lint(src: str) -> list[LintWarning]:
     for rule in name_rules:
         for m in rule.finditer(code):
             if re.search(r"[a-zA-Z]", m.group("s")):
-                name_lines.append(_line_of(code, m.start()))
+                name_lines.append(lines.of(m.start()))
     if name_lines:
         name_lines.sort()
         shown = ", ".join(str(n) for n in sorted(set(name_lines))[:10])
@@ -147,7 +159,7 @@ def lint(src: str) -> list[LintWarning]:
         what = m.group(1) or "Date"
         warnings.append(
             LintWarning(
-                _line_of(code, m.start()),
+                lines.of(m.start()),
                 "clock",
                 f"{what} makes the answer depend on the clock; such results are not cached",
             )

@@ -156,10 +156,12 @@ def decode_envelope(text: Any) -> Envelope:
                 failure("non_ascii", "FindProxyForURL() returned a non-ASCII string"), misses
             )
         return Envelope(EvalResult(result, None, reads, alerts), misses)
-    if kind not in ERROR_KINDS:
+    if not isinstance(kind, str) or kind not in ERROR_KINDS:  # a list is not even hashable
         raise ProtocolError(f"unknown error kind {kind!r}")
     message = data.get("m")
     line = data.get("l")
-    if not isinstance(message, str) or not (line is None or isinstance(line, int)):
+    if not isinstance(message, str) or not (
+        line is None or (isinstance(line, int) and not isinstance(line, bool))
+    ):
         raise ProtocolError("malformed error")
     return Envelope(EvalResult(None, EvalError(kind, message, line), reads, alerts), misses)

@@ -7,6 +7,7 @@ string is its richest source; `rules/` builds the same objects from static proxy
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -70,6 +71,13 @@ _DEFAULT_PORTS: dict[RouteKind, int] = {"PROXY": 80, "HTTPS": 443, "SOCKS4": 108
 # HTTP whitespace as Chromium trims it around entries and between the keyword and host.
 _WS = " \t\r\n\f\v"
 _HOSTNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+#: The first whitespace character, by `_WS` (`str.split()` would also split on \x1c-\x1f,
+#: \x85 and Unicode spaces, which no PAC reader treats as separators).
+_FIRST_WS = re.compile(r"[ \t\r\n\f\v]")
+#: The sentinel anywhere in an entry, as a whole host: not preceded by a host character or a
+#: dot (a subdomain is another name), followed by nothing but trailing dots before a
+#: non-host character (a port, `]`, junk) or the end.
+_SENTINEL = re.compile(r"(?<![a-z0-9_.-])reject\.docker\.internal\.*(?![a-z0-9_.-])")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +128,14 @@ class RouteVerdict:
     rejected: bool
     reason: str
     dropped: tuple[DroppedEntry, ...] = ()
+
+
+def _split_keyword(entry: str) -> tuple[str, str]:
+    """(keyword, rest): the keyword ends at the first `_WS` character, `rest` is trimmed."""
+    m = _FIRST_WS.search(entry)
+    if m is None:
+        return entry, ""
+    return entry[: m.start()], entry[m.end() :].strip(_WS)
 
 
 def _split_entries(text: str) -> list[str]:
@@ -180,16 +196,16 @@ def _parse_host_port(text: str, kind: RouteKind) -> tuple[str, int] | str:
 
 def _parse_entry(entry: str) -> Route | str:
     """One trimmed entry -> a Route, or the reason it is dropped."""
-    parts = entry.split(None, 1)
-    keyword = parts[0].lower()
-    kind = _PAC_KEYWORDS.get(keyword)
+    keyword, rest = _split_keyword(entry)
+    kind = _PAC_KEYWORDS.get(keyword.lower())
     if kind is None:
-        return f"unknown type {parts[0]!r}"
-    rest = parts[1].strip(_WS) if len(parts) > 1 else ""
+        return f"unknown type {keyword!r}"
     if kind == "DIRECT":
         return DIRECT if not rest else "DIRECT takes no host"
     if not rest:
-        return f"{parts[0]} without host:port"
+        return f"{keyword} without host:port"
+    if not rest.isascii():  # "\u212a".lower() is "k": no lower-casing into a valid host
+        return "non-ASCII characters in host:port"
     if any(c in rest for c in _WS):
         return "unexpected text after host:port"
     parsed = _parse_host_port(rest, kind)
@@ -218,17 +234,12 @@ def parse_pac_result(text: str) -> ParsedResult:
 def _is_reject_sentinel(entry: str) -> bool:
     """True when an entry names `reject.docker.internal`, however malformed.
 
-    Checked before validation so that `PROXY REJECT.docker.internal.`, a missing or
-    invalid port, credentials, an unknown or a missing keyword can never turn a block into
-    a drop (and so into DIRECT further down the list).
+    Checked before validation, and on the whole entry, so that `PROXY
+    REJECT.docker.internal.`, a missing or invalid port, credentials, brackets, junk after
+    the name, odd whitespace or an unknown keyword can never turn a block into a drop (and
+    so into DIRECT further down the list).
     """
-    parts = entry.split(None, 1)
-    rest = parts[1].strip(_WS) if len(parts) > 1 else parts[0]  # no keyword: the host alone
-    target = rest.split(None, 1)[0] if rest else ""
-    target = target.rpartition("@")[2]
-    bracketed = target.startswith("[")
-    host = target[1:].partition("]")[0] if bracketed else target.partition(":")[0]
-    return host.lower().rstrip(".") == REJECT_HOST
+    return _SENTINEL.search(entry.lower()) is not None
 
 
 def decide_routes(text: str) -> RouteVerdict:

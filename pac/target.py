@@ -18,6 +18,7 @@ import idna
 
 _LDH = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _NUMERIC = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)")
+_PORT = re.compile(r"[0-9]{1,5}")  # ASCII only: str.isdigit() is True for "²" and "１"
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443, "ftp": 21}
 
 
@@ -35,7 +36,11 @@ class Target:
 
 
 def canonical_ip(text: str) -> str | None:
-    """Canonical text of an IP literal (IPv4-mapped folded to IPv4), or None."""
+    """Canonical text of an IP literal (IPv4-mapped folded to IPv4), or None.
+
+    An IPv6 scope id (`fe80::1%eth0`) is not an address the proxy ever passes: None."""
+    if "%" in text:
+        return None
     try:
         addr = ipaddress.ip_address(text)
     except ValueError:
@@ -81,7 +86,7 @@ def proxy_url(host: str, port: int) -> str:
 
 
 def _port(text: str, what: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    if not _PORT.fullmatch(text) or not 1 <= int(text) <= 65535:
         raise TargetError(f"{what}: port must be 1-65535, got {text!r}")
     return int(text)
 
@@ -100,7 +105,10 @@ def parse_target(text: str, raw_url: bool = False) -> Target:
     text = text.strip()
     _no_controls(text)
     if "://" in text:
-        parts = urlsplit(text)
+        try:
+            parts = urlsplit(text)
+        except ValueError as exc:  # "Invalid IPv6 URL" and the like
+            raise TargetError(f"{text!r}: not a valid URL ({exc})") from None
         scheme = parts.scheme.lower()
         hostname = parts.hostname
         if not hostname:

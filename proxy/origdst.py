@@ -36,10 +36,31 @@ def original_destination(sock: socket.socket) -> tuple[str, int]:
         peer = sock.getpeername()[0]
         if not peer.startswith("::ffff:") or "." not in peer:
             raw = sock.getsockopt(socket.IPPROTO_IPV6, IP6T_SO_ORIGINAL_DST, _SOCKADDR_IN6_LEN)
-            port = struct.unpack_from("!H", raw, 2)[0]
-            ip = socket.inet_ntop(socket.AF_INET6, raw[8:24])
-            return canonical_ip(ip), port
-    raw = sock.getsockopt(socket.IPPROTO_IP, SO_ORIGINAL_DST, 16)
+            return parse_sockaddr_in6(raw)
+    return parse_sockaddr_in(sock.getsockopt(socket.IPPROTO_IP, SO_ORIGINAL_DST, 16))
+
+
+def _family(raw: bytes) -> int:
+    return struct.unpack_from("=H", raw, 0)[0]  # sa_family_t: host byte order
+
+
+def parse_sockaddr_in(raw: bytes) -> tuple[str, int]:
+    """(ip, port) of a `struct sockaddr_in` as getsockopt returns it; OSError when the
+    bytes are not one (short, another family, port 0)."""
+    if len(raw) < 8 or _family(raw) != socket.AF_INET:
+        raise OSError(f"original destination is not an IPv4 sockaddr ({bytes(raw[:16]).hex()})")
     port = struct.unpack_from("!H", raw, 2)[0]
-    ip = socket.inet_ntop(socket.AF_INET, raw[4:8])
-    return ip, port
+    if port == 0:
+        raise OSError("original destination has port 0")
+    return socket.inet_ntop(socket.AF_INET, raw[4:8]), port
+
+
+def parse_sockaddr_in6(raw: bytes) -> tuple[str, int]:
+    """(ip, port) of a `struct sockaddr_in6` (the address canonical, IPv4-mapped folded);
+    OSError when the bytes are not one (short, another family, port 0)."""
+    if len(raw) < 24 or _family(raw) != socket.AF_INET6:
+        raise OSError(f"original destination is not an IPv6 sockaddr ({bytes(raw[:28]).hex()})")
+    port = struct.unpack_from("!H", raw, 2)[0]
+    if port == 0:
+        raise OSError("original destination has port 0")
+    return canonical_ip(socket.inet_ntop(socket.AF_INET6, raw[8:24])), port

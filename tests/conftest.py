@@ -6,12 +6,27 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 PAC_CORPUS = SHARED / "pac-corpus"
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# Property tests (tests/unit/**/test_*_properties.py): bounded so the whole suite stays fast
+# on every submission; derandomized in CI so a failure there reproduces exactly. Run a longer
+# local campaign with HYPOTHESIS_PROFILE=fuzz.
+settings.register_profile(
+    "default",
+    max_examples=200,
+    deadline=2000,  # ms per example: generous for a loaded 2-core box, still catches a hang
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=IN_CI,
+    print_blob=True,
+)
+settings.register_profile("fuzz", parent=settings.get_profile("default"), max_examples=5000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

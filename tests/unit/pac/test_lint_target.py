@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from pac.lint import lint
@@ -96,6 +98,12 @@ def test_notes() -> None:
         "ftp2://x.example",
         "a\x00b:80",
         "-bad.example:80",
+        # found by fuzzing: ValueError escaped as a traceback, or a non-ASCII port was read
+        "a:\u00b2",
+        "a:\uff11\uff12",
+        "http://[::1",
+        "[fe80::1%eth0]:80",
+        "http://[fe80::1%25eth0]:80",
     ],
 )
 def test_bad_targets(text: str) -> None:
@@ -106,3 +114,25 @@ def test_bad_targets(text: str) -> None:
 def test_proxy_url() -> None:
     assert proxy_url("::1", 443) == "https://[::1]:443"
     assert proxy_url("example.com", 8443) == "http://example.com:8443"
+
+
+def test_lint_backslash_run_in_an_unterminated_string_is_linear() -> None:
+    # `(?:\\.|.)*` split each backslash two ways: 36 backslashes took 5 s, 50 about an hour
+    src = 'function FindProxyForURL(url, host) {\n  shExpMatch(url, "' + "\\" * 5000 + "x\n}"
+    started = time.monotonic()
+    assert lint(src) == []
+    assert time.monotonic() - started < 1
+
+
+def test_lint_with_many_findings_is_linear() -> None:
+    # the line of each finding was found by counting newlines from the start (quadratic)
+    src = "function FindProxyForURL(url, host) {\n" + "x = new Date();\n" * 50_000
+    started = time.monotonic()
+    found = lint(src)
+    assert len(found) == 50_000 and found[-1].line == 50_001
+    assert time.monotonic() - started < 5
+
+
+def test_lint_escaped_quote_does_not_end_a_string() -> None:
+    src = 'function FindProxyForURL(url, host) {\n  shExpMatch(url, "a\\"/b/*");\n}'
+    assert [(w.line, w.code) for w in lint(src)] == [(2, "url-path")]

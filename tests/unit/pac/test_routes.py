@@ -124,3 +124,65 @@ def test_plain_decision_keeps_order_and_reports_drops() -> None:
     assert not verdict.rejected
     assert [str(r) for r in verdict.routes] == ["PROXY a:1", "SOCKS4 b:1080", "DIRECT"]
     assert [d.entry for d in verdict.dropped] == ["FOO"]
+
+
+# ----------------------------------------------------------------- regressions (fuzzing)
+
+
+@pytest.mark.parametrize("text", ["\x1c", "\xa0", "PROXY a:1;\x1f", "\x1e;DIRECT"])
+def test_entry_of_python_only_whitespace_is_dropped_not_a_crash(text: str) -> None:
+    # str.split() found no keyword in these (IndexError); they are junk entries.
+    verdict = decide_routes(text)
+    assert verdict.routes == tuple(parse_pac_result(text).routes)
+    assert len(verdict.dropped) == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\x1cDIRECT",
+        "DIRECT\x1f",
+        "\xa0DIRECT",
+        "DIRECT\u2028",
+        "direct\x85",
+        "PROXY\x1da.example:80",
+    ],
+)
+def test_only_http_whitespace_separates_or_trims(text: str) -> None:
+    # \x1c-\x1f, \x85 and Unicode spaces are not whitespace to a PAC reader: a lone entry
+    # spelled with them was read as DIRECT (or PROXY) and allowed; it is junk, so REJECT.
+    verdict = decide_routes(text)
+    assert verdict.rejected and verdict.routes == ()
+
+
+def test_non_ascii_host_does_not_lower_case_into_ascii() -> None:
+    # KELVIN SIGN lower-cases to "k": the host was accepted as "k.example"
+    verdict = decide_routes("PROXY \u212a.example:80")
+    assert verdict.rejected and verdict.routes == ()
+    assert "non-ASCII" in verdict.dropped[0].reason
+
+
+@pytest.mark.parametrize(
+    "sentinel",
+    [
+        "PROXY reject.docker.internal]",
+        "PROXY reject.docker.internal/",
+        "PROXY reject.docker.internal\x00:1",
+        "PROXY\xa0reject.docker.internal:1",
+        "PROXY\x1creject.docker.internal",
+        "reject.docker.internal:1",
+    ],
+)
+def test_sentinel_with_junk_around_it_still_blocks(sentinel: str) -> None:
+    # these were dropped as invalid entries, so the DIRECT after them was used
+    verdict = decide_routes(f"{sentinel}; DIRECT")
+    assert verdict.rejected and verdict.routes == ()
+
+
+def test_subdomain_of_the_sentinel_is_not_the_sentinel() -> None:
+    verdict = decide_routes("PROXY a.reject.docker.internal:1; PROXY reject.docker.internal-x:1")
+    assert not verdict.rejected
+    assert [r.host for r in verdict.routes] == [
+        "a.reject.docker.internal",
+        "reject.docker.internal-x",
+    ]

@@ -12,6 +12,7 @@ import pytest
 
 from pac.engine import ENGINES, PacLoadError
 from pac.env import PacEnv
+from pac.result import ProtocolError, decode_envelope
 from pac.sandbox import AsyncPacSandbox, Limits, PacSandbox
 
 BOUND = 0.5
@@ -207,3 +208,12 @@ async def test_async_load_errors_raise() -> None:
     with pytest.raises(PacLoadError) as info:
         await AsyncPacSandbox("function FindProxyForURL(", "dukpy", LIMITS).start()
     assert info.value.error.kind == "script_error"
+
+
+@pytest.mark.parametrize(
+    "reply", ['{"k": []}', '{"k": {}}', '{"k": "exception", "m": "x", "l": true}']
+)
+def test_malformed_error_kind_is_a_protocol_error(reply: str) -> None:
+    # an unhashable kind raised TypeError, which no caller expects
+    with pytest.raises(ProtocolError):
+        decode_envelope(reply)
