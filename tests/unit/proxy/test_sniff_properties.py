@@ -34,6 +34,8 @@ _names = st.from_regex(
 )
 _visible = st.binary(min_size=1, max_size=40).filter(lambda b: all(0x21 <= c < 0x7F for c in b))
 _sni_names = st.one_of(_names.map(str.encode), _visible)
+#: ESNI and ECH drafts 08-12: a hello carrying one hides its real name (no name is taken).
+_HIDERS = (0xFFCE, 0xFE08, 0xFE09, 0xFE0A, 0xFE0B, 0xFE0C)
 
 
 def _ok(result: SniffResult) -> SniffResult:
@@ -59,13 +61,14 @@ def _stable(data: bytes, result: SniffResult, more: bytes) -> None:
 
 
 @st.composite
-def hellos(draw: st.DrawFn) -> tuple[bytes, str]:
-    """(stream, name): a valid ClientHello with one SNI name, framed at a random size."""
+def hellos(draw: st.DrawFn) -> tuple[bytes, str | None]:
+    """(stream, name): a valid ClientHello with one SNI name, framed at a random size. The
+    expected name is None when an ESNI / draft-ECH extension says the real one is hidden."""
     name = draw(_sni_names)
     others = draw(
         st.lists(
             st.tuples(
-                st.integers(1, 0xFFFF).filter(lambda t: t != 0xFE0D),
+                st.integers(1, 0xFFFF).filter(lambda t: t != 0xFE0D) | st.sampled_from(_HIDERS),
                 st.binary(max_size=60),
             ),
             max_size=6,
@@ -82,12 +85,13 @@ def hellos(draw: st.DrawFn) -> tuple[bytes, str]:
     )
     size = draw(st.sampled_from([1, 2, 7, 100, 16384]) | st.integers(1, 16384))
     version = draw(st.sampled_from([b"\x03\x01", b"\x03\x03", b"\x03\x00"]))
-    return frame(hello_message(body), size, version), name.decode()
+    hidden = any(t in _HIDERS for t, _ in others)
+    return frame(hello_message(body), size, version), None if hidden else name.decode()
 
 
 @given(hellos(), st.binary(max_size=20))
 def test_built_hello_gives_its_name_and_every_prefix_waits(
-    hello: tuple[bytes, str], more: bytes
+    hello: tuple[bytes, str | None], more: bytes
 ) -> None:
     stream, name = hello
     result = _ok(sniff(stream))
