@@ -183,7 +183,9 @@ def _validation_message(exc: ValidationError, section: dict[str, Any], where: st
     index = next((p for p in loc[1:] if isinstance(p, int)), None)
     if index is not None and isinstance(value, list):
         return f"{src}: {where}.{key}[{index}]: expected a string, got {_kind(value[index])}"
-    got = f"{value!r}" if key == "mode" and isinstance(value, str) else _kind(value)
+    got = _kind(value)
+    if key == "mode" and isinstance(value, str):  # quoted, but bounded: the file may be huge
+        got = repr(value) if len(value) <= 40 else f"{value[:40]!r}... ({len(value)} characters)"
     hint = ""
     if isinstance(value, dict) and "value" in value:
         hint = (

@@ -257,6 +257,12 @@ def test_refused_text(text: str, message: str) -> None:
     assert message in refused(text)
 
 
+def test_a_bad_mode_is_quoted_but_bounded_in_the_message() -> None:
+    assert "got 'auto'" in refused({"containersProxy": {"mode": "auto"}})
+    message = refused({"containersProxy": {"mode": "x" * 100_000}})
+    assert len(message) < 300 and "100000 characters" in message
+
+
 def test_credentials_never_in_messages() -> None:
     msg = refused({"http": "http://alice:s3cret@proxy.corp:99999"})
     assert "s3cret" not in msg and "alice" not in msg
