@@ -207,3 +207,45 @@ async def test_async_load_errors_raise() -> None:
     with pytest.raises(PacLoadError) as info:
         await AsyncPacSandbox("function FindProxyForURL(", "dukpy", LIMITS).start()
     assert info.value.error.kind == "script_error"
+
+
+SLOW_FOR_SLOW = (
+    "function FindProxyForURL(url, host) {\n"
+    '  if (host == "slow") {\n'
+    "    var t = Date.now(); while (Date.now() - t < 300) {}\n"
+    '    return "DIRECT";\n  }\n'
+    '  return "PROXY blocked.example:1";\n}'
+)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_a_cancelled_evaluation_never_answers_the_next_one(engine: str) -> None:
+    """The proxy cancels a decision when its client goes away; the reply still in the
+    worker's pipe must not be read as the answer for the next connection."""
+    async with AsyncPacSandbox(SLOW_FOR_SLOW, engine, LIMITS, workers=1) as sandbox:
+        pending = asyncio.ensure_future(sandbox.evaluate("http://slow:80", "slow"))
+        await asyncio.sleep(0.1)  # the request is in the worker
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        for host in ("evil", "evil2"):
+            result = await sandbox.evaluate(f"http://{host}:80", host)
+            assert result.result == "PROXY blocked.example:1", (host, result)
+
+
+async def test_a_cancelled_spawn_keeps_the_pool_slot() -> None:
+    """Cancelled while a worker starts: the pool does not shrink (else it empties and every
+    later evaluation waits for ever)."""
+    async with AsyncPacSandbox(SLOW_FOR_SLOW, "pacparser", LIMITS, workers=1) as sandbox:
+        first = await sandbox._acquire()
+        assert first is not None
+        first.proc.kill()  # the next acquire must spawn a fresh worker
+        await first.proc.wait()
+        sandbox._release(first)
+        spawning = asyncio.ensure_future(sandbox.evaluate("http://ok:80", "ok"))
+        await asyncio.sleep(0.05)  # inside the spawn
+        spawning.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await spawning
+        result = await asyncio.wait_for(sandbox.evaluate("http://ok:80", "ok"), 10)
+        assert result.result == "PROXY blocked.example:1"
