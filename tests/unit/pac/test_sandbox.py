@@ -249,3 +249,23 @@ async def test_a_cancelled_spawn_keeps_the_pool_slot() -> None:
             await spawning
         result = await asyncio.wait_for(sandbox.evaluate("http://ok:80", "ok"), 10)
         assert result.result == "PROXY blocked.example:1"
+
+
+async def test_one_evaluation_asks_the_resolver_for_at_most_32_names() -> None:
+    """The bound is per evaluation (README: at most 6 rounds, 32 names), not 32 per round:
+    a script looking up many names must not cost 6 x 32 lookups per connection."""
+    src = (
+        "function FindProxyForURL(u, h) { var n = 0;\n"
+        '  for (var i = 0; i < 1000; i++) if (dnsResolve("n" + i + ".example")) n++;\n'
+        '  return "PROXY a:" + n; }'
+    )
+    asked: list[str] = []
+
+    async def resolver(name: str) -> list[str]:
+        asked.append(name)
+        return ["192.0.2.1"]
+
+    async with AsyncPacSandbox(src, "pacparser", LIMITS) as sandbox:
+        result = await sandbox.evaluate("http://x:80", "x", PacEnv(), resolver)
+    assert len(asked) == 32, len(asked)
+    assert result.result == "PROXY a:32"
