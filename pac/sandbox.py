@@ -534,22 +534,25 @@ class AsyncPacSandbox:
         if resolver is not None and not inspect.iscoroutinefunction(resolver):
             raise TypeError("resolver must be a coroutine function")
         rounds = DnsRounds(env, has_resolver=resolver is not None or env.resolver is not None)
-        worker = await self._acquire()
-        if worker is None:
-            return failure("crash", "the evaluation worker cannot be restarted")
-        try:
-            while True:
+        while True:
+            # One engine process per run, given back while the resolver is asked: a slow
+            # name (which a client may choose) must not keep other evaluations waiting.
+            worker = await self._acquire()
+            if worker is None:
+                return failure("crash", "the evaluation worker cannot be restarted")
+            try:
                 envelope = await self._run(worker, url, host, rounds.payload())
-                if not worker.usable:
-                    return envelope.outcome
-                need = rounds.unanswered(envelope.misses)
-                if need and rounds.has_resolver:
-                    answers = await asyncio.gather(*(self._resolve(n, env, resolver) for n in need))
-                    rounds.add(dict(zip(need, answers, strict=True)))
-                if not rounds.rerun():
-                    return rounds.finish(envelope.outcome, envelope.misses)
-        finally:
-            self._release(worker)
+                dead = not worker.usable
+            finally:
+                self._release(worker)
+            if dead:
+                return envelope.outcome
+            need = rounds.unanswered(envelope.misses)
+            if need and rounds.has_resolver:
+                answers = await asyncio.gather(*(self._resolve(n, env, resolver) for n in need))
+                rounds.add(dict(zip(need, answers, strict=True)))
+            if not rounds.rerun():
+                return rounds.finish(envelope.outcome, envelope.misses)
 
     async def aclose(self) -> None:
         """Stop every worker."""

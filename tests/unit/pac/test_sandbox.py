@@ -269,3 +269,28 @@ async def test_one_evaluation_asks_the_resolver_for_at_most_32_names() -> None:
         result = await sandbox.evaluate("http://x:80", "x", PacEnv(), resolver)
     assert len(asked) == 32, len(asked)
     assert result.result == "PROXY a:32"
+
+
+async def test_a_slow_dns_lookup_does_not_hold_an_engine() -> None:
+    """DNS rounds wait for the resolver with the engine process free: a name that is slow
+    to resolve (a client can pick it, e.g. by SNI) must not stall other evaluations."""
+    src = (
+        "function FindProxyForURL(u, h) {\n"
+        '  if (h == "fast") return "DIRECT";\n'
+        '  return dnsResolve(h) ? "PROXY a:1" : "PROXY b:1"; }'
+    )
+
+    async def resolver(name: str) -> list[str]:
+        await asyncio.sleep(1.5)
+        return ["192.0.2.1"]
+
+    async with AsyncPacSandbox(src, "pacparser", LIMITS, workers=1) as sandbox:
+        slow = asyncio.ensure_future(
+            sandbox.evaluate("http://slow.example:80", "slow.example", PacEnv(), resolver)
+        )
+        await asyncio.sleep(0.2)  # the slow one waits for its lookup
+        started = time.monotonic()
+        fast = await sandbox.evaluate("http://fast:80", "fast", PacEnv(), resolver)
+        assert time.monotonic() - started < 0.5
+        assert fast.result == "DIRECT"
+        assert (await slow).result == "PROXY a:1"
