@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import math
 import socket
 import sys
 from collections.abc import Iterator, Sequence
@@ -301,8 +302,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.pac == "-" and args.urls == "-":
         print("pac-eval: PAC and --urls cannot both be stdin", file=sys.stderr)
         return EXIT_USAGE
-    if args.timeout <= 0 or args.pac_max_bytes <= 0:
-        print("pac-eval: --timeout and --pac-max-bytes must be positive", file=sys.stderr)
+    if not all(0 < v < math.inf for v in (args.timeout, args.fetch_timeout, args.pac_max_bytes)):
+        print(
+            "pac-eval: --timeout, --fetch-timeout and --pac-max-bytes must be positive and finite",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     try:
         return run(args, sys.stdout, sys.stderr, sys.stdin)

@@ -123,6 +123,9 @@ def test_expect() -> None:
         ([CAMPUS, "a.example:80", "--pac-max-bytes", "100"], "--pac-max-bytes"),
         (["-", "--urls", "-"], "both be stdin"),
         ([CAMPUS, "a.example:80", "--engine", "v8"], "invalid choice"),
+        ([CAMPUS, "a.example:80", "--timeout", "nan"], "finite"),
+        ([CAMPUS, "a.example:80", "--timeout", "inf"], "finite"),
+        ([CAMPUS, "a.example:80", "--fetch-timeout", "-1"], "finite"),
     ],
 )
 def test_usage_and_load_errors_exit_2(args: list[str], needle: str) -> None:
