@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import math
 import socket
 import sys
 from collections.abc import Iterator, Sequence
@@ -36,6 +37,30 @@ DNS_TIMEOUT = 5.0
 
 class UsageError(Exception):
     """Bad command line or input file: exit status 2."""
+
+
+def _escape(text: str) -> str:
+    """`text` with every unprintable character (C0/C1 controls, DEL, bidi and other format
+    characters, line separators) as a Python escape (`\\x1b`, `\\n`): a hostile script must
+    not drive the developer's terminal (escape sequences) or split a target's line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+class _Escaping:
+    """A text stream that escapes unprintable characters in what it is given, except the
+    newline that ends a write (every message of ours is written as one line)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        body, nl = (text[:-1], "\n") if text.endswith("\n") else (text, "")
+        return self.stream.write(_escape(body) + nl)
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -216,6 +241,7 @@ def _describe_env(args: argparse.Namespace, env: PacEnv, err: TextIO) -> None:
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
     """Everything after argument parsing; returns the exit status."""
+    out, err = _Escaping(out), _Escaping(err)  # type: ignore[assignment]
     try:
         script = read_pac(args.pac, args.pac_max_bytes, args.fetch_timeout, stdin=stdin.buffer)
     except PacSourceError as exc:
@@ -276,13 +302,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.pac == "-" and args.urls == "-":
         print("pac-eval: PAC and --urls cannot both be stdin", file=sys.stderr)
         return EXIT_USAGE
-    if args.timeout <= 0 or args.pac_max_bytes <= 0:
-        print("pac-eval: --timeout and --pac-max-bytes must be positive", file=sys.stderr)
+    if not all(0 < v < math.inf for v in (args.timeout, args.fetch_timeout, args.pac_max_bytes)):
+        print(
+            "pac-eval: --timeout, --fetch-timeout and --pac-max-bytes must be positive and finite",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     try:
         return run(args, sys.stdout, sys.stderr, sys.stdin)
     except UsageError as exc:
-        print(f"pac-eval: {exc}", file=sys.stderr)
+        print(f"pac-eval: {_escape(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:
         return EXIT_OK

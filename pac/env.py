@@ -20,6 +20,7 @@ from typing import Any
 
 import idna
 
+from pac.jslib import MAX_NAMES
 from pac.result import EvalResult, Reads
 
 #: A resolver: name (lower-case, A-labels, no trailing dot) -> addresses in resolver order;
@@ -137,6 +138,7 @@ class DnsRounds:
         # Keyed by the name exactly as the harness spelled it (ASCII-lower-cased raw name).
         self.answers: dict[str, tuple[str, ...]] = dict(self.static)
         self.rounds = 0
+        self.asked = 0  # names given to the resolver, over all rounds (at most MAX_NAMES)
         self._new_answer = False
         self._last_misses: tuple[str, ...] = ()
 
@@ -161,8 +163,13 @@ class DnsRounds:
             elif canon in self.answers and canon != raw:
                 self.answers[raw] = self.answers[canon]
                 self._new_answer = self._new_answer or bool(self.answers[canon])
-            elif canon not in need:
+            elif canon in need:
+                continue
+            elif self.asked >= MAX_NAMES:  # the whole evaluation's budget is spent
+                self.answers[raw] = ()
+            else:
                 need.append(canon)
+                self.asked += 1
         return need
 
     def add(self, resolved: Mapping[str, Sequence[str]]) -> None:

@@ -263,12 +263,9 @@ G.isInNetEx = function isInNetEx(ip, prefix) {
   if (net === null || apply(regexExec, /^[0-9]{1,3}$/, [lenText]) === null) return false;
   var bits = +lenText;
   if (bits > net.length * 8) return false;
-  // Mixed families: compare the IPv4 side as an IPv4-mapped IPv6 address (Chromium).
-  function mapped(v4) { return [0,0,0,0,0,0,0,0,0,0,255,255].concat(v4); }
-  if (addr.length !== net.length) {
-    if (addr.length === 4) addr = mapped(addr);
-    else { net = mapped(net); bits += 96; }
-  }
+  // Mixed families never match (Chromium's IsInNetEx: "Both |address| and |prefix| must
+  // be of the same type"), so "::/0" means every IPv6 address, not every address.
+  if (addr.length !== net.length) return false;
   for (var i = 0; i < bits; i++) {
     var m = 128 >> (i % 8);
     if ((addr[i >> 3] & m) !== (net[i >> 3] & m)) return false;

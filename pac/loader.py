@@ -54,7 +54,7 @@ def decode_pac(data: bytes, charset: str | None = None) -> str:
     if charset:
         try:
             return data.decode(charset)
-        except (LookupError, UnicodeDecodeError):
+        except (LookupError, ValueError):  # UnicodeError too: 'undefined', 'punycode', NUL
             pass
     try:
         return data.decode("utf-8")

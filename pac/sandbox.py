@@ -361,6 +361,19 @@ class _AsyncWorker:
     def __init__(self, proc: asyncio.subprocess.Process, limits: Limits) -> None:
         self.proc = proc
         self.limits = limits
+        #: Set when a request may still be unanswered in the pipe (the caller was cancelled
+        #: mid-evaluation): its reply would be read as the answer to the next request.
+        self.broken = False
+
+    def discard(self) -> None:
+        """Kill without waiting (safe from a cancelled task); never reused afterwards."""
+        self.broken = True
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+
+    @property
+    def usable(self) -> bool:
+        return not self.broken and self.proc.returncode is None
 
     @classmethod
     async def spawn(cls, load_msg: bytes, limits: Limits) -> _AsyncWorker:
@@ -385,6 +398,9 @@ class _AsyncWorker:
         except _Died:
             code = await worker.kill()
             raise PacLoadError(_death(code, limits).error or EvalError("crash", "died")) from None
+        except BaseException:  # cancelled: no half-started process may outlive the caller
+            worker.discard()
+            raise
         envelope = _decode(reply)
         if envelope.outcome.error is not None:
             await worker.kill()
@@ -412,6 +428,7 @@ class _AsyncWorker:
         return line
 
     async def kill(self) -> int | None:
+        self.broken = True
         with contextlib.suppress(ProcessLookupError):
             self.proc.kill()
         return await self.proc.wait()
@@ -458,7 +475,7 @@ class AsyncPacSandbox:
         await self.start()
         assert self._idle is not None
         worker = await self._idle.get()
-        if worker is None or worker.proc.returncode is not None:
+        if worker is None or not worker.usable:
             if worker is not None:
                 self._all.discard(worker)
                 self.respawns += 1
@@ -467,6 +484,9 @@ class AsyncPacSandbox:
             except PacLoadError:
                 self._idle.put_nowait(None)
                 return None
+            except BaseException:  # cancelled while spawning: the slot stays in the pool
+                self._idle.put_nowait(None)
+                raise
             self._all.add(worker)
         return worker
 
@@ -484,6 +504,11 @@ class AsyncPacSandbox:
             return Envelope(failure("timeout", msg), ())
         except _Died:
             return Envelope(_death(await worker.kill(), self.limits), ())
+        except BaseException:
+            # Cancelled (the client went away) with the request sent and its reply unread:
+            # reusing this worker would hand that reply to the next request. Kill it.
+            worker.discard()
+            raise
 
     async def _resolve(self, name: str, env: PacEnv, resolver: AsyncResolver | None) -> tuple:
         try:
@@ -509,22 +534,25 @@ class AsyncPacSandbox:
         if resolver is not None and not inspect.iscoroutinefunction(resolver):
             raise TypeError("resolver must be a coroutine function")
         rounds = DnsRounds(env, has_resolver=resolver is not None or env.resolver is not None)
-        worker = await self._acquire()
-        if worker is None:
-            return failure("crash", "the evaluation worker cannot be restarted")
-        try:
-            while True:
+        while True:
+            # One engine process per run, given back while the resolver is asked: a slow
+            # name (which a client may choose) must not keep other evaluations waiting.
+            worker = await self._acquire()
+            if worker is None:
+                return failure("crash", "the evaluation worker cannot be restarted")
+            try:
                 envelope = await self._run(worker, url, host, rounds.payload())
-                if worker.proc.returncode is not None:
-                    return envelope.outcome
-                need = rounds.unanswered(envelope.misses)
-                if need and rounds.has_resolver:
-                    answers = await asyncio.gather(*(self._resolve(n, env, resolver) for n in need))
-                    rounds.add(dict(zip(need, answers, strict=True)))
-                if not rounds.rerun():
-                    return rounds.finish(envelope.outcome, envelope.misses)
-        finally:
-            self._release(worker)
+                dead = not worker.usable
+            finally:
+                self._release(worker)
+            if dead:
+                return envelope.outcome
+            need = rounds.unanswered(envelope.misses)
+            if need and rounds.has_resolver:
+                answers = await asyncio.gather(*(self._resolve(n, env, resolver) for n in need))
+                rounds.add(dict(zip(need, answers, strict=True)))
+            if not rounds.rerun():
+                return rounds.finish(envelope.outcome, envelope.misses)
 
     async def aclose(self) -> None:
         """Stop every worker."""

@@ -167,6 +167,7 @@ class PacSource:
                 text = await asyncio.to_thread(self._read_file, path)
                 return await self._accept_text(text)
             fetched = await self._fetch(str(self.source))
+            text = None if fetched.status == 304 else decode_pac(fetched.body, fetched.charset)
         except PacSourceError as exc:
             await self._fail(str(exc))
             return False
@@ -179,7 +180,7 @@ class PacSource:
                 return False
             await self._unchanged()
             return True
-        text = decode_pac(fetched.body, fetched.charset)
+        assert text is not None
         ok = await self._accept_text(text)
         if ok:
             self._good_etag, self._good_last_modified = fetched.etag, fetched.last_modified

@@ -123,6 +123,9 @@ def test_expect() -> None:
         ([CAMPUS, "a.example:80", "--pac-max-bytes", "100"], "--pac-max-bytes"),
         (["-", "--urls", "-"], "both be stdin"),
         ([CAMPUS, "a.example:80", "--engine", "v8"], "invalid choice"),
+        ([CAMPUS, "a.example:80", "--timeout", "nan"], "finite"),
+        ([CAMPUS, "a.example:80", "--timeout", "inf"], "finite"),
+        ([CAMPUS, "a.example:80", "--fetch-timeout", "-1"], "finite"),
     ],
 )
 def test_usage_and_load_errors_exit_2(args: list[str], needle: str) -> None:
@@ -196,3 +199,27 @@ def test_alerts_go_to_stderr(capsys: pytest.CaptureFixture) -> None:
     assert status == 0
     assert captured.out == "PROXY alert-undefined.pac.test:3128\n"
     assert "alert: checking alert.misc.test" in captured.err
+
+
+def test_a_hostile_script_cannot_drive_the_terminal_or_split_lines(tmp_path: Path) -> None:
+    """Results, alerts, exceptions and DNS names come from the script: control characters
+    (terminal escape sequences, newlines) are shown escaped, one line per target kept."""
+    pac = tmp_path / "esc.pac"
+    pac.write_text(
+        "function FindProxyForURL(url, host) {\n"
+        '  alert("\\x1b]0;owned\\x07\\x1b[2J");\n'
+        '  dnsResolve("x\\x1b[31m.example");\n'
+        '  if (host == "boom") throw "\\x1b[31mred\\u202e";\n'
+        '  return "DIRECT\\nPROXY evil.example:1\\x1b[2J";\n}\n'
+    )
+    proc = pac_eval(str(pac), "a.example:80", "boom:80", "b.example:80", "--explain", "--no-dns")
+    assert proc.returncode == 3, proc.stderr
+    for text in (proc.stdout, proc.stderr):
+        assert not any(c in text for c in "\x1b\x07\u202e\r"), text
+    assert proc.stdout.splitlines() == [
+        "DIRECT\\nPROXY evil.example:1\\x1b[2J",
+        "ERROR exception: \\x1b[31mred\\u202e",
+        "DIRECT\\nPROXY evil.example:1\\x1b[2J",
+    ]
+    assert "alert: \\x1b]0;owned\\x07\\x1b[2J" in proc.stderr
+    assert "dns: x\\x1b[31m.example -> (does not resolve)" in proc.stderr

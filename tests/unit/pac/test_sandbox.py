@@ -217,3 +217,90 @@ def test_malformed_error_kind_is_a_protocol_error(reply: str) -> None:
     # an unhashable kind raised TypeError, which no caller expects
     with pytest.raises(ProtocolError):
         decode_envelope(reply)
+
+
+SLOW_FOR_SLOW = (
+    "function FindProxyForURL(url, host) {\n"
+    '  if (host == "slow") {\n'
+    "    var t = Date.now(); while (Date.now() - t < 300) {}\n"
+    '    return "DIRECT";\n  }\n'
+    '  return "PROXY blocked.example:1";\n}'
+)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_a_cancelled_evaluation_never_answers_the_next_one(engine: str) -> None:
+    """The proxy cancels a decision when its client goes away; the reply still in the
+    worker's pipe must not be read as the answer for the next connection."""
+    async with AsyncPacSandbox(SLOW_FOR_SLOW, engine, LIMITS, workers=1) as sandbox:
+        pending = asyncio.ensure_future(sandbox.evaluate("http://slow:80", "slow"))
+        await asyncio.sleep(0.1)  # the request is in the worker
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        for host in ("evil", "evil2"):
+            result = await sandbox.evaluate(f"http://{host}:80", host)
+            assert result.result == "PROXY blocked.example:1", (host, result)
+
+
+async def test_a_cancelled_spawn_keeps_the_pool_slot() -> None:
+    """Cancelled while a worker starts: the pool does not shrink (else it empties and every
+    later evaluation waits for ever)."""
+    async with AsyncPacSandbox(SLOW_FOR_SLOW, "pacparser", LIMITS, workers=1) as sandbox:
+        first = await sandbox._acquire()
+        assert first is not None
+        first.proc.kill()  # the next acquire must spawn a fresh worker
+        await first.proc.wait()
+        sandbox._release(first)
+        spawning = asyncio.ensure_future(sandbox.evaluate("http://ok:80", "ok"))
+        await asyncio.sleep(0.05)  # inside the spawn
+        spawning.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await spawning
+        result = await asyncio.wait_for(sandbox.evaluate("http://ok:80", "ok"), 10)
+        assert result.result == "PROXY blocked.example:1"
+
+
+async def test_one_evaluation_asks_the_resolver_for_at_most_32_names() -> None:
+    """The bound is per evaluation (README: at most 6 rounds, 32 names), not 32 per round:
+    a script looking up many names must not cost 6 x 32 lookups per connection."""
+    src = (
+        "function FindProxyForURL(u, h) { var n = 0;\n"
+        '  for (var i = 0; i < 1000; i++) if (dnsResolve("n" + i + ".example")) n++;\n'
+        '  return "PROXY a:" + n; }'
+    )
+    asked: list[str] = []
+
+    async def resolver(name: str) -> list[str]:
+        asked.append(name)
+        return ["192.0.2.1"]
+
+    async with AsyncPacSandbox(src, "pacparser", LIMITS) as sandbox:
+        result = await sandbox.evaluate("http://x:80", "x", PacEnv(), resolver)
+    assert len(asked) == 32, len(asked)
+    assert result.result == "PROXY a:32"
+
+
+async def test_a_slow_dns_lookup_does_not_hold_an_engine() -> None:
+    """DNS rounds wait for the resolver with the engine process free: a name that is slow
+    to resolve (a client can pick it, e.g. by SNI) must not stall other evaluations."""
+    src = (
+        "function FindProxyForURL(u, h) {\n"
+        '  if (h == "fast") return "DIRECT";\n'
+        '  return dnsResolve(h) ? "PROXY a:1" : "PROXY b:1"; }'
+    )
+
+    async def resolver(name: str) -> list[str]:
+        await asyncio.sleep(1.5)
+        return ["192.0.2.1"]
+
+    async with AsyncPacSandbox(src, "pacparser", LIMITS, workers=1) as sandbox:
+        slow = asyncio.ensure_future(
+            sandbox.evaluate("http://slow.example:80", "slow.example", PacEnv(), resolver)
+        )
+        await asyncio.sleep(0.2)  # the slow one waits for its lookup
+        started = time.monotonic()
+        fast = await sandbox.evaluate("http://fast:80", "fast", PacEnv(), resolver)
+        assert time.monotonic() - started < 0.5
+        assert fast.result == "DIRECT"
+        assert (await slow).result == "PROXY a:1"

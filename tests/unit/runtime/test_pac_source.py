@@ -159,3 +159,18 @@ async def test_file_source_refused_when_others_can_write_it(tmp_path: Path) -> N
     path.chmod(0o644)
     assert await source.refresh_once()
     assert seen[-1].script == GOOD
+
+
+@pytest.mark.parametrize("charset", ["undefined", "punycode"])
+async def test_a_charset_whose_codec_raises_is_ignored_not_fatal(server, charset: str) -> None:
+    """Some codec names make bytes.decode raise other errors than UnicodeDecodeError: the
+    server's charset must never escape as an exception (which stopped refreshes for good)."""
+    state, url = server
+    seen: list[PacSnapshot] = []
+    source = _source(url, seen)
+    try:
+        state.charset = charset
+        assert await source.refresh_once()
+        assert seen[-1].script == GOOD
+    finally:
+        await source.close()
