@@ -361,9 +361,11 @@ class _AsyncWorker:
     def __init__(self, proc: asyncio.subprocess.Process, limits: Limits) -> None:
         self.proc = proc
         self.limits = limits
-        #: Set when a request may still be unanswered in the pipe (the caller was cancelled
-        #: mid-evaluation): its reply would be read as the answer to the next request.
+        #: Set when the worker must not be used again (killed, or cancelled while starting).
         self.broken = False
+        #: Set while a cancelled caller's exchange still reads its reply (`_run`): the
+        #: worker goes back to the pool only once its pipe is in step again.
+        self.draining = False
 
     def discard(self) -> None:
         """Kill without waiting (safe from a cancelled task); never reused afterwards."""
@@ -492,9 +494,36 @@ class AsyncPacSandbox:
 
     def _release(self, worker: _AsyncWorker | None) -> None:
         assert self._idle is not None
+        if worker is not None and worker.draining:
+            return  # given back by `_drained` once its reply has been read
         self._idle.put_nowait(worker)
 
     async def _run(self, worker: _AsyncWorker, url: str, host: str, payload: dict) -> Envelope:
+        """One request/reply on `worker`, in a task of its own.
+
+        The proxy cancels a decision when its client goes away. Cutting the exchange then
+        would leave the reply in the pipe, to be read as the answer to the *next* request;
+        killing the worker instead would let a client that connects and leaves at once cost
+        the proxy a process start each time. So the exchange finishes by itself (bounded by
+        the evaluation timeout) and the worker returns to the pool only after it.
+        """
+        exchange = asyncio.ensure_future(self._exchange(worker, url, host, payload))
+        try:
+            return await asyncio.shield(exchange)
+        except asyncio.CancelledError:
+            worker.draining = True
+            exchange.add_done_callback(lambda done: self._drained(worker, done))
+            raise
+
+    def _drained(self, worker: _AsyncWorker, done: asyncio.Future[Envelope]) -> None:
+        worker.draining = False
+        if done.cancelled():
+            worker.discard()  # cut (the loop is shutting down): the pipe is out of step
+        else:
+            done.exception()  # retrieved; a failed exchange has already marked the worker
+        self._release(worker)
+
+    async def _exchange(self, worker: _AsyncWorker, url: str, host: str, payload: dict) -> Envelope:
         try:
             await worker.send(_eval_message([(url, host)], payload))
             return _decode(await worker.read_line(self.limits.time + GRACE))
@@ -504,9 +533,7 @@ class AsyncPacSandbox:
             return Envelope(failure("timeout", msg), ())
         except _Died:
             return Envelope(_death(await worker.kill(), self.limits), ())
-        except BaseException:
-            # Cancelled (the client went away) with the request sent and its reply unread:
-            # reusing this worker would hand that reply to the next request. Kill it.
+        except BaseException:  # anything else leaves the pipe in an unknown state
             worker.discard()
             raise
 

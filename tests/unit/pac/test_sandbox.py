@@ -243,6 +243,24 @@ async def test_a_cancelled_evaluation_never_answers_the_next_one(engine: str) ->
             assert result.result == "PROXY blocked.example:1", (host, result)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_a_cancelled_evaluation_costs_no_process_start(engine: str) -> None:
+    """A client that connects and leaves at once must not cost a worker restart: the
+    cancelled exchange finishes, and the same process answers the next request."""
+    async with AsyncPacSandbox(SLOW_FOR_SLOW, engine, LIMITS, workers=1) as sandbox:
+        assert await sandbox.evaluate("http://ok:80", "ok") is not None
+        (worker,) = sandbox._all
+        for _ in range(3):
+            pending = asyncio.ensure_future(sandbox.evaluate("http://slow:80", "slow"))
+            await asyncio.sleep(0.05)
+            pending.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await pending
+        result = await asyncio.wait_for(sandbox.evaluate("http://evil:80", "evil"), 10)
+        assert result.result == "PROXY blocked.example:1", result
+        assert sandbox._all == {worker} and worker.usable and sandbox.respawns == 0
+
+
 async def test_a_cancelled_spawn_keeps_the_pool_slot() -> None:
     """Cancelled while a worker starts: the pool does not shrink (else it empties and every
     later evaluation waits for ever)."""
