@@ -10,6 +10,7 @@ import asyncio
 import inspect
 import json
 import logging
+import math
 import os
 import resource
 import socket
@@ -115,6 +116,8 @@ def _seconds(minimum: float, inclusive: bool = True) -> Callable[[str], float]:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
         if value < minimum or (not inclusive and value == minimum) or value != value:
             raise argparse.ArgumentTypeError(f"must be {'>=' if inclusive else '>'} {minimum:g}")
+        if value == math.inf:  # a bound that never ends is no bound: fail closed, say so
+            raise argparse.ArgumentTypeError("must be a finite number of seconds")
         return value
 
     return parse
@@ -123,6 +126,22 @@ def _seconds(minimum: float, inclusive: bool = True) -> Callable[[str], float]:
 _positive = _seconds(0, inclusive=False)
 _at_least_one = _seconds(1)
 _nonnegative = _seconds(0)
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least `minimum` (a zero or negative count
+    would otherwise turn a bound off or a pool empty without a word)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 0)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}")
+        return value
+
+    return parse
 
 
 def _mark(text: str) -> int:
@@ -364,9 +383,9 @@ def add_pac_arguments(parser: argparse.ArgumentParser) -> None:
         help="keep the last good script this long after downloads fail "
         "(default 0: fail closed at once)",
     )
-    group.add_argument("--pac-max-bytes", type=int, default=1 << 20, metavar="BYTES")
+    group.add_argument("--pac-max-bytes", type=_count(1), default=1 << 20, metavar="BYTES")
     group.add_argument("--pac-eval-timeout", type=_positive, default=1.0, metavar="SECONDS")
-    group.add_argument("--pac-memory-mib", type=int, default=256, metavar="MIB")
+    group.add_argument("--pac-memory-mib", type=_count(16), default=256, metavar="MIB")
     group.add_argument("--pac-engine", choices=("pacparser", "dukpy"), default="pacparser")
 
 
@@ -390,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--drain-timeout", type=_nonnegative, default=30.0, metavar="SECONDS")
     run.add_argument(
         "--max-connections",
-        type=int,
+        type=_count(0),
         default=0,
         help="default: (file-descriptor limit - 64) / 2, each relay holding two; "
         "/ 6 under --splice; a higher explicit value is refused",
@@ -409,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--workers",
-        type=int,
+        type=_count(1),
         default=os.cpu_count() or 1,
         help="worker processes sharing the listeners via SO_REUSEPORT (default: CPUs)",
     )
@@ -417,14 +436,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_pac_arguments(run)
     run.add_argument(
         "--pac-evaluators",
-        type=int,
+        type=_count(1),
         default=2,
         metavar="N",
         help="PAC engine processes per worker (default 2)",
     )
     run.add_argument(
         "--pac-queue",
-        type=int,
+        type=_count(1),
         default=256,
         metavar="N",
         help="PAC evaluations that may wait (beyond: REJECT, PAC overloaded)",

@@ -159,6 +159,31 @@ def test_mark_must_be_a_32_bit_number(capsys: pytest.CaptureFixture[str]) -> Non
         assert "--mark" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("option", "bad"),
+    [
+        ("--workers", "0"),
+        ("--workers", "-3"),
+        ("--pac-evaluators", "0"),
+        ("--pac-queue", "0"),
+        ("--pac-memory-mib", "0"),
+        ("--pac-max-bytes", "0"),
+        ("--max-connections", "-5"),
+        ("--max-connections", "many"),
+        ("--pac-eval-timeout", "inf"),
+        ("--peek-timeout", "inf"),
+        ("--pac-stale-grace", "inf"),
+    ],
+)
+def test_run_refuses_counts_and_bounds_that_would_switch_a_limit_off(
+    option: str, bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["run", option, bad])
+    assert info.value.code == 2
+    assert option in capsys.readouterr().err
+
+
 def test_splice_shrinks_the_default_connection_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     from proxy import cli
 
