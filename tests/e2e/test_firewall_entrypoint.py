@@ -8,6 +8,7 @@ when it is stopped, and when the rules cannot be applied at all.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -142,5 +143,52 @@ def test_entrypoint_fails_closed_when_the_rules_cannot_be_applied(workdir: Path)
         assert "proxy started" not in text
         assert not healthy(workdir, config)
         assert_egress_closed()
+    finally:
+        entry.stop(signal.SIGKILL)
+
+
+def _descendants(pid: int) -> list[int]:
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").iterdir():
+            with contextlib.suppress(OSError):
+                kids = [int(k) for k in (task / "children").read_text().split()]
+                out += kids
+                todo += kids
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    return ""
+
+
+def test_pac_engine_processes_hold_no_capability(workdir: Path) -> None:
+    # The proxy keeps CAP_NET_ADMIN (ambient, so its re-executed workers keep it too); the
+    # PAC engines it starts run a script fetched from the network in a C/JS engine. Were
+    # they to inherit CAP_NET_ADMIN, one engine exploit could flush the rules or mark its
+    # own sockets: every container in the namespace would be out.
+    config = dict(h.PROXY_CONFIG)
+    config["containersProxy"] = {
+        **h.PROXY_CONFIG["containersProxy"],
+        "embeddedPac": 'function FindProxyForURL(url, host) { return "DIRECT"; }',
+    }
+    path = h.write_config(workdir, config)
+    entry = start_entrypoint(workdir, path)
+    try:
+        h.wait_for(lambda: healthy(workdir, path), 20, "the entrypoint's healthcheck", 0.2)
+        assert reaches(h.ORIGIN_V4, 80), entry.text()  # decided by the PAC: engines run
+        proxy = proxy_pid(entry)
+        engines = [p for p in _descendants(proxy) if "pac.worker" in _cmdline(p)]
+        assert engines, [_cmdline(p) for p in _descendants(proxy)]
+        for pid in engines:
+            for field in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
+                assert int(status_field(pid, field), 16) == 0, (pid, field, _cmdline(pid))
+            assert status_field(pid, "NoNewPrivs") == "1"
+        # the proxy itself still marks its upstream sockets
+        assert int(status_field(proxy, "CapEff"), 16) == CAP_NET_ADMIN
     finally:
         entry.stop(signal.SIGKILL)
