@@ -180,14 +180,30 @@ def test_pac_engine_processes_hold_no_capability(workdir: Path) -> None:
     entry = start_entrypoint(workdir, path)
     try:
         h.wait_for(lambda: healthy(workdir, path), 20, "the entrypoint's healthcheck", 0.2)
-        assert reaches(h.ORIGIN_V4, 80), entry.text()  # decided by the PAC: engines run
+        # decided by the PAC (rejected until each worker has the script): engines run
+        h.wait_for(lambda: reaches(h.ORIGIN_V4, 80), 10, "a PAC-decided connection", 0.2)
         proxy = proxy_pid(entry)
-        engines = [p for p in _descendants(proxy) if "pac.worker" in _cmdline(p)]
-        assert engines, [_cmdline(p) for p in _descendants(proxy)]
-        for pid in engines:
-            for field in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
-                assert int(status_field(pid, field), 16) == 0, (pid, field, _cmdline(pid))
-            assert status_field(pid, "NoNewPrivs") == "1"
+
+        def engines() -> dict[int, dict[str, str]]:
+            found = {}
+            for pid in _descendants(proxy):
+                if "pac.worker" in _cmdline(pid):
+                    with contextlib.suppress(OSError, AssertionError):
+                        fields = ("CapInh", "CapPrm", "CapEff", "CapAmb", "NoNewPrivs")
+                        found[pid] = {f: status_field(pid, f) for f in fields}
+            return found
+
+        def unprivileged() -> bool:
+            # An engine process is briefly privileged between its exec and the drop, which
+            # comes before it reads anything; a privileged one must not stay so.
+            now = engines()
+            return bool(now) and all(
+                all(int(v[f], 16) == 0 for f in ("CapInh", "CapPrm", "CapEff", "CapAmb"))
+                and v["NoNewPrivs"] == "1"
+                for v in now.values()
+            )
+
+        h.wait_for(unprivileged, 5, "PAC engine processes without capabilities", 0.1)
         # the proxy itself still marks its upstream sockets
         assert int(status_field(proxy, "CapEff"), 16) == CAP_NET_ADMIN
     finally:
