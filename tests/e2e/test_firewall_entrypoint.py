@@ -208,3 +208,26 @@ def test_pac_engine_processes_hold_no_capability(workdir: Path) -> None:
         assert int(status_field(proxy, "CapEff"), 16) == CAP_NET_ADMIN
     finally:
         entry.stop(signal.SIGKILL)
+
+
+@pytest.mark.parametrize("value", ["true", "yes", "on", " 1", "false"])
+def test_entrypoint_refuses_a_leak_guard_setting_it_does_not_know(
+    workdir: Path, value: str
+) -> None:
+    # compose turns `AIRGAP_BLOCK_UNREDIRECTED: true` into "true": that must not be read as
+    # "off" (UDP, QUIC and the rest would go around the proxy); only "1" and "0" mean
+    # anything, the rest stops the sidecar with egress locked down.
+    config = h.write_config(workdir)
+    assert reaches(h.ORIGIN_V4, 8080)  # open before
+    cmd = h.in_ns(h.APP, *h.python_readable_by_all(), "sh", str(ENTRYPOINT))
+    entry = h.Background(
+        cmd, env={**entry_env(workdir, config), "AIRGAP_BLOCK_UNREDIRECTED": value}
+    )
+    try:
+        assert wait_exit(entry) == 1, entry.text()
+        assert "AIRGAP_BLOCK_UNREDIRECTED" in entry.text()
+        assert "proxy started" not in entry.text()
+        assert not healthy(workdir, config)
+        assert_egress_closed()
+    finally:
+        entry.stop(signal.SIGKILL)
