@@ -18,7 +18,7 @@
 #   AIRGAP_MARK=0x4147                 SO_MARK of the proxy's own sockets
 #   AIRGAP_PROXY_UID=10001 AIRGAP_PROXY_GID=10001
 #   AIRGAP_BACKEND=iptables            or nft
-#   AIRGAP_BLOCK_UNREDIRECTED=1        the leak guard (0 turns it off)
+#   AIRGAP_BLOCK_UNREDIRECTED=1        the leak guard (0 turns it off; other values: refused)
 #   AIRGAP_IPTABLES_ARGS=""            more `airgap-proxy iptables` options, e.g.
 #                                      "--ipv6 drop --from-interface br0 --upstream 10.0.0.5:3128"
 #   AIRGAP_BIN=airgap-proxy            the command (tests point it at a checkout)
@@ -82,10 +82,17 @@ fi
 mkdir -p "$state"
 rm -f "$state/rules-applied"
 
-guard=""
-if [ "${AIRGAP_BLOCK_UNREDIRECTED:-1}" = "1" ]; then
-  guard="--block-unredirected"
-fi
+# Only "1" and "0" mean anything: compose turns `true` into "true", and a value read as
+# "off" by mistake would let UDP, QUIC and other protocols go around the proxy.
+case "${AIRGAP_BLOCK_UNREDIRECTED:-1}" in
+  1) guard="--block-unredirected" ;;
+  0) guard="" ;;
+  *)
+    log "AIRGAP_BLOCK_UNREDIRECTED must be 1 or 0, not '$AIRGAP_BLOCK_UNREDIRECTED'; locking down"
+    lockdown
+    exit 1
+    ;;
+esac
 # shellcheck disable=SC2086 # $guard is empty or one word
 if ! firewall apply --config "$config" $guard; then
   log "applying the rules failed; locking down"

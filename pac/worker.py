@@ -13,7 +13,9 @@ can corrupt the protocol):
 Replies are forwarded undecoded: the supervisor validates them, since the script running
 here is untrusted. Bounds: the address space is capped (RLIMIT_AS) once the interpreter and
 engine are loaded; dukpy is interrupted in-process by SIGALRM at the time limit; pacparser
-cannot be, so the supervisor kills the process instead. The worker dies with its parent.
+cannot be, so the supervisor kills the process instead. The worker dies with its parent,
+and holds no capability: the proxy keeps CAP_NET_ADMIN (ambient, in the sidecar image), which
+a child would inherit, and with it an engine exploit could rewrite the redirect rules.
 """
 
 from __future__ import annotations
@@ -58,6 +60,36 @@ def _die_with_parent() -> None:
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_CAPBSET_DROP = 24
+_PR_CAP_AMBIENT = 47
+_PR_CAP_AMBIENT_CLEAR_ALL = 4
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def drop_privileges() -> None:
+    """Give up every capability for good, before any script is read (Linux).
+
+    no_new_privs first, so no later execve can grant any back (not even to uid 0); then the
+    ambient set, the bounding set (only possible while CAP_SETPCAP is held, as for root),
+    and finally the effective, permitted and inheritable sets. Lowering them cannot fail
+    on Linux; if it does, OSError: the worker must not run a script with them.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+    libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)  # EINVAL before 4.3
+    for cap in range(64):
+        if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() != 1:
+            break  # EINVAL: past the last capability; EPERM: no CAP_SETPCAP, try the rest
+    header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable; twice (64 bits)
+    if libc.capset(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "capset() to no capability failed")
 
 
 def _vm_size() -> int:
@@ -140,6 +172,7 @@ class Worker:
 
 def main() -> int:
     """Serve the protocol on stdin / the private stdout until stdin closes."""
+    drop_privileges()
     _die_with_parent()
     signal.signal(signal.SIGALRM, _on_alarm)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop

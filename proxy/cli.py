@@ -155,7 +155,7 @@ def _mark(text: str) -> int:
 
 
 def can_mark(mark: int) -> bool:
-    """Whether this process may set SO_MARK (it needs CAP_NET_ADMIN)."""
+    """Whether this process may set SO_MARK (CAP_NET_ADMIN, or CAP_NET_RAW on Linux 5.17+)."""
     with socket.socket() as sock:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)

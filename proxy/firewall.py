@@ -236,6 +236,12 @@ def build_spec(args: argparse.Namespace) -> FirewallSpec:
         )
     ports, upstream_names = ports_and_upstreams(args.config, args.transparent_ports)
     upstreams = resolve_upstreams([*upstream_names, *args.upstream])
+    if args.block_unredirected and not args.upstream and config_uses_pac(args.config):
+        warn(
+            "the policy is a PAC: the upstream proxies it names are not known here, so"
+            " applications may connect to them directly, around the PAC; give each as"
+            " --upstream HOST:PORT"
+        )
     dns = tuple(args.dns_server) or default_dns_servers()
     if args.block_unredirected and not dns:
         warn("no DNS server found in /etc/resolv.conf: the guard lets no UDP out")
@@ -275,6 +281,15 @@ def ports_and_upstreams(
         upstreams = []
     ports = None if portset.is_all else tuple(portset.ranges())
     return ports, list(dict.fromkeys(upstreams))
+
+
+def config_uses_pac(config: str | None) -> bool:
+    """Whether the config's policy is a PAC (whose proxies only the script knows)."""
+    if config is None:
+        return False
+    from rules.config import load_config
+
+    return load_config(config).uses_pac
 
 
 def resolve_upstreams(upstreams: Sequence[tuple[str, int]]) -> tuple[tuple[str, int], ...]:

@@ -30,7 +30,8 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 #: The firewall mark that `airgap-proxy run --mark` puts on the proxy's upstream sockets.
-#: Setting a mark needs CAP_NET_ADMIN, which application containers do not get.
+#: Setting a mark needs CAP_NET_ADMIN or (Linux 5.17+) CAP_NET_RAW; Docker grants NET_RAW by
+#: default, so application containers sharing the namespace must drop both.
 DEFAULT_MARK = 0x4147
 #: `airgap-proxy run` listens on 127.0.0.1:15001 and [::1]:15001 by default.
 DEFAULT_PROXY_PORT = 15001

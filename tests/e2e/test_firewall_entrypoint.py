@@ -8,6 +8,7 @@ when it is stopped, and when the rules cannot be applied at all.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -140,6 +141,92 @@ def test_entrypoint_fails_closed_when_the_rules_cannot_be_applied(workdir: Path)
         text = entry.text()
         assert "applying the rules failed; locking down" in text
         assert "proxy started" not in text
+        assert not healthy(workdir, config)
+        assert_egress_closed()
+    finally:
+        entry.stop(signal.SIGKILL)
+
+
+def _descendants(pid: int) -> list[int]:
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").iterdir():
+            with contextlib.suppress(OSError):
+                kids = [int(k) for k in (task / "children").read_text().split()]
+                out += kids
+                todo += kids
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    return ""
+
+
+def test_pac_engine_processes_hold_no_capability(workdir: Path) -> None:
+    # The proxy keeps CAP_NET_ADMIN (ambient, so its re-executed workers keep it too); the
+    # PAC engines it starts run a script fetched from the network in a C/JS engine. Were
+    # they to inherit CAP_NET_ADMIN, one engine exploit could flush the rules or mark its
+    # own sockets: every container in the namespace would be out.
+    config = dict(h.PROXY_CONFIG)
+    config["containersProxy"] = {
+        **h.PROXY_CONFIG["containersProxy"],
+        "embeddedPac": 'function FindProxyForURL(url, host) { return "DIRECT"; }',
+    }
+    path = h.write_config(workdir, config)
+    entry = start_entrypoint(workdir, path)
+    try:
+        h.wait_for(lambda: healthy(workdir, path), 20, "the entrypoint's healthcheck", 0.2)
+        # decided by the PAC (rejected until each worker has the script): engines run
+        h.wait_for(lambda: reaches(h.ORIGIN_V4, 80), 10, "a PAC-decided connection", 0.2)
+        proxy = proxy_pid(entry)
+
+        def engines() -> dict[int, dict[str, str]]:
+            found = {}
+            for pid in _descendants(proxy):
+                if "pac.worker" in _cmdline(pid):
+                    with contextlib.suppress(OSError, AssertionError):
+                        fields = ("CapInh", "CapPrm", "CapEff", "CapAmb", "NoNewPrivs")
+                        found[pid] = {f: status_field(pid, f) for f in fields}
+            return found
+
+        def unprivileged() -> bool:
+            # An engine process is briefly privileged between its exec and the drop, which
+            # comes before it reads anything; a privileged one must not stay so.
+            now = engines()
+            return bool(now) and all(
+                all(int(v[f], 16) == 0 for f in ("CapInh", "CapPrm", "CapEff", "CapAmb"))
+                and v["NoNewPrivs"] == "1"
+                for v in now.values()
+            )
+
+        h.wait_for(unprivileged, 5, "PAC engine processes without capabilities", 0.1)
+        # the proxy itself still marks its upstream sockets
+        assert int(status_field(proxy, "CapEff"), 16) == CAP_NET_ADMIN
+    finally:
+        entry.stop(signal.SIGKILL)
+
+
+@pytest.mark.parametrize("value", ["true", "yes", "on", " 1", "false"])
+def test_entrypoint_refuses_a_leak_guard_setting_it_does_not_know(
+    workdir: Path, value: str
+) -> None:
+    # compose turns `AIRGAP_BLOCK_UNREDIRECTED: true` into "true": that must not be read as
+    # "off" (UDP, QUIC and the rest would go around the proxy); only "1" and "0" mean
+    # anything, the rest stops the sidecar with egress locked down.
+    config = h.write_config(workdir)
+    assert reaches(h.ORIGIN_V4, 8080)  # open before
+    cmd = h.in_ns(h.APP, *h.python_readable_by_all(), "sh", str(ENTRYPOINT))
+    entry = h.Background(
+        cmd, env={**entry_env(workdir, config), "AIRGAP_BLOCK_UNREDIRECTED": value}
+    )
+    try:
+        assert wait_exit(entry) == 1, entry.text()
+        assert "AIRGAP_BLOCK_UNREDIRECTED" in entry.text()
+        assert "proxy started" not in entry.text()
         assert not healthy(workdir, config)
         assert_egress_closed()
     finally:

@@ -216,3 +216,30 @@ def test_run_refuses_splice_where_the_kernel_has_none(
     monkeypatch.setattr(splice_relay.sys, "platform", "darwin")
     assert main(["run", "--splice", "--mark", "0"]) == 2
     assert "--splice: os.splice is not available here (darwin" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("section", "extra", "warned"),
+    [
+        ({"embeddedPac": "function FindProxyForURL(u, h) { return 'PROXY corp:3128'; }"}, [], True),
+        ({"pac": "https://pac.example/proxy.pac"}, [], True),
+        ({"pac": "https://pac.example/proxy.pac"}, ["--upstream", "192.0.2.8:3128"], False),
+        ({"https": "192.0.2.8:3128"}, [], False),  # the config's proxies are guarded already
+    ],
+)
+def test_iptables_warns_that_a_pacs_proxies_are_open_to_applications(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], section: dict, extra: list, warned: bool
+) -> None:
+    # The guard rejects applications' own connections to the upstream proxies, but a PAC
+    # names its proxies only at run time: one it sends some names to (PROXY corp:3128) could
+    # be used directly for every other name, unless the operator lists it.
+    from proxy import firewall
+    from proxy.cli import build_parser
+
+    path = tmp_path / "admin-settings.json"
+    path.write_text(json.dumps({"configurationFileVersion": 2, "containersProxy": section}))
+    path.chmod(0o600)
+    options = ["--block-unredirected", "--ipv6", "drop", "--dns-server", "192.0.2.53", *extra]
+    args = build_parser().parse_args(["iptables", "show", "--config", str(path), *options])
+    firewall.build_spec(args)
+    assert ("the policy is a PAC" in capsys.readouterr().err) is warned
