@@ -188,16 +188,35 @@ def resolve_mark(requested: int | None) -> int | None:
     return requested
 
 
+#: Control characters (C0, DEL, C1) and Unicode line breaks, as `\xNN`/`\uNNNN` escapes.
+_LOG_ESCAPES = {
+    c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+    for c in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)
+}
+
+
+class OneLineFormatter(logging.Formatter):
+    """A formatter whose message is always one line of printable text.
+
+    Messages quote text from hostile sources (a PAC script's error, an upstream's reply, a
+    client's bytes): a newline or an escape sequence in them could forge log lines or drive
+    the operator's terminal. A traceback, added after the message, keeps its lines.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return super().formatMessage(record).translate(_LOG_ESCAPES)
+
+
 def _setup_logging(level: str, json_logs: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     audit = logging.getLogger("airgap.conn")
     audit_handler = logging.StreamHandler(sys.stderr)
     audit_handler.setFormatter(
-        logging.Formatter("%(message)s" if json_logs else "%(asctime)s conn %(message)s")
+        OneLineFormatter("%(message)s" if json_logs else "%(asctime)s conn %(message)s")
     )
     audit.handlers[:] = [audit_handler]
     audit.propagate = False

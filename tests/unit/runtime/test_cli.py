@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -10,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from proxy.cli import DEFAULT_POLICY, main, parse_hostport, redirect_hint
+from proxy.cli import (
+    DEFAULT_POLICY,
+    OneLineFormatter,
+    _setup_logging,
+    main,
+    parse_hostport,
+    redirect_hint,
+)
 from rules.config import parse_config_text
 from tests.conftest import REPO
 
@@ -243,3 +251,30 @@ def test_iptables_warns_that_a_pacs_proxies_are_open_to_applications(
     args = build_parser().parse_args(["iptables", "show", "--config", str(path), *options])
     firewall.build_spec(args)
     assert ("the policy is a PAC" in capsys.readouterr().err) is warned
+
+
+def test_log_lines_stay_one_printable_line_whatever_they_quote() -> None:
+    """A PAC error, an upstream reply or a client's bytes may hold a newline or an escape
+    sequence: logged raw, it could forge lines or drive the operator's terminal."""
+    hostile = "boom\n2026-11-28 INFO airgap.proxy: forged\r\x1b[2J\x85\u2028end"
+    record = logging.LogRecord("airgap.proxy", logging.ERROR, __file__, 1, "PAC failed: %s",
+                               (hostile,), None)  # fmt: skip
+    line = OneLineFormatter("%(levelname)s %(message)s").format(record)
+    assert line == (
+        "ERROR PAC failed: boom\\x0a2026-11-28 INFO airgap.proxy: forged\\x0d\\x1b[2J\\x85"
+        "\\u2028end"
+    )
+    try:
+        raise ValueError("traceback lines are kept")
+    except ValueError:
+        record.exc_info = sys.exc_info()
+    assert "\nTraceback" in OneLineFormatter("%(message)s").format(record)
+    root, audit = logging.getLogger(), logging.getLogger("airgap.conn")
+    saved = root.handlers[:], root.level, audit.handlers[:], audit.propagate
+    try:
+        for json_logs in (False, True):
+            _setup_logging("info", json_logs)
+            for logger in (root, audit):
+                assert all(isinstance(h.formatter, OneLineFormatter) for h in logger.handlers)
+    finally:
+        root.handlers[:], root.level, audit.handlers[:], audit.propagate = saved
