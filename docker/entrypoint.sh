@@ -69,6 +69,8 @@ lockdown() {
   for tool in iptables ip6tables; do
     if $tool -w -I OUTPUT 1 ! -o lo -j REJECT && $tool -w -I FORWARD 1 -j REJECT; then
       ok=$((ok + 1))
+    else
+      log "$tool: could not install the reject rules: its traffic may be OPEN"
     fi
   done
   [ "$ok" -gt 0 ] || log "could not install any reject rule: this namespace may be OPEN"
