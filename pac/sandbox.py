@@ -363,8 +363,8 @@ class _AsyncWorker:
         self.limits = limits
         #: Set when the worker must not be used again (killed, or cancelled while starting).
         self.broken = False
-        #: Set while a cancelled caller's exchange still reads its reply (`_run`): the
-        #: worker goes back to the pool only once its pipe is in step again.
+        #: Set while the reply a cancelled caller left unread is being dropped (`_drain`):
+        #: the worker goes back to the pool only once its pipe is in step again.
         self.draining = False
 
     def discard(self) -> None:
@@ -460,6 +460,7 @@ class AsyncPacSandbox:
         self._size = max(1, workers)
         self._idle: asyncio.Queue[_AsyncWorker | None] | None = None
         self._all: set[_AsyncWorker] = set()
+        self._drains: set[asyncio.Task[None]] = set()  # referenced until done
         self.respawns = 0
 
     async def start(self) -> AsyncPacSandbox:
@@ -495,35 +496,10 @@ class AsyncPacSandbox:
     def _release(self, worker: _AsyncWorker | None) -> None:
         assert self._idle is not None
         if worker is not None and worker.draining:
-            return  # given back by `_drained` once its reply has been read
+            return  # given back by `_drain` once its reply has been read
         self._idle.put_nowait(worker)
 
     async def _run(self, worker: _AsyncWorker, url: str, host: str, payload: dict) -> Envelope:
-        """One request/reply on `worker`, in a task of its own.
-
-        The proxy cancels a decision when its client goes away. Cutting the exchange then
-        would leave the reply in the pipe, to be read as the answer to the *next* request;
-        killing the worker instead would let a client that connects and leaves at once cost
-        the proxy a process start each time. So the exchange finishes by itself (bounded by
-        the evaluation timeout) and the worker returns to the pool only after it.
-        """
-        exchange = asyncio.ensure_future(self._exchange(worker, url, host, payload))
-        try:
-            return await asyncio.shield(exchange)
-        except asyncio.CancelledError:
-            worker.draining = True
-            exchange.add_done_callback(lambda done: self._drained(worker, done))
-            raise
-
-    def _drained(self, worker: _AsyncWorker, done: asyncio.Future[Envelope]) -> None:
-        worker.draining = False
-        if done.cancelled():
-            worker.discard()  # cut (the loop is shutting down): the pipe is out of step
-        else:
-            done.exception()  # retrieved; a failed exchange has already marked the worker
-        self._release(worker)
-
-    async def _exchange(self, worker: _AsyncWorker, url: str, host: str, payload: dict) -> Envelope:
         try:
             await worker.send(_eval_message([(url, host)], payload))
             return _decode(await worker.read_line(self.limits.time + GRACE))
@@ -533,9 +509,36 @@ class AsyncPacSandbox:
             return Envelope(failure("timeout", msg), ())
         except _Died:
             return Envelope(_death(await worker.kill(), self.limits), ())
+        except asyncio.CancelledError:
+            # The proxy cancels a decision when its client goes away. The request is written
+            # by then (a cancellation comes only at an await, after the write), so a reply
+            # will come: left in the pipe it would be read as the answer to the *next*
+            # request, and killing the worker instead would let a client that connects and
+            # leaves cost a process start each time. It is read and dropped in the
+            # background; the worker returns to the pool only after that.
+            worker.draining = True
+            drain = asyncio.get_running_loop().create_task(self._drain(worker))
+            self._drains.add(drain)
+            drain.add_done_callback(self._drains.discard)
+            raise
         except BaseException:  # anything else leaves the pipe in an unknown state
             worker.discard()
             raise
+
+    async def _drain(self, worker: _AsyncWorker) -> None:
+        """Read and drop the reply a cancelled caller left unread, then give the worker back
+        (killed, if the reply does not come within the evaluation bound)."""
+        try:
+            await worker.read_line(self.limits.time + GRACE)
+        except (_Timeout, _Died):
+            await worker.kill()
+        except BaseException:
+            worker.discard()
+            raise
+        finally:
+            worker.draining = False
+            if self._idle is not None:  # else the sandbox is closed
+                self._release(worker)
 
     async def _resolve(self, name: str, env: PacEnv, resolver: AsyncResolver | None) -> tuple:
         try:
@@ -583,6 +586,10 @@ class AsyncPacSandbox:
 
     async def aclose(self) -> None:
         """Stop every worker."""
+        drains = list(self._drains)
+        for drain in drains:
+            drain.cancel()
+        await asyncio.gather(*drains, return_exceptions=True)
         for worker in list(self._all):
             if worker.proc.stdin is not None:
                 worker.proc.stdin.close()

@@ -261,6 +261,20 @@ async def test_a_cancelled_evaluation_costs_no_process_start(engine: str) -> Non
         assert sandbox._all == {worker} and worker.usable and sandbox.respawns == 0
 
 
+async def test_closing_while_a_reply_is_being_dropped_leaves_nothing_behind() -> None:
+    sandbox = AsyncPacSandbox(SLOW_FOR_SLOW, "pacparser", LIMITS, workers=1)
+    await sandbox.start()
+    (worker,) = sandbox._all
+    pending = asyncio.ensure_future(sandbox.evaluate("http://slow:80", "slow"))
+    await asyncio.sleep(0.05)
+    pending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await pending
+    assert worker.draining and len(sandbox._drains) == 1
+    await sandbox.aclose()
+    assert not sandbox._drains and worker.proc.returncode is not None
+
+
 async def test_a_cancelled_spawn_keeps_the_pool_slot() -> None:
     """Cancelled while a worker starts: the pool does not shrink (else it empties and every
     later evaluation waits for ever)."""
