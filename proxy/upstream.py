@@ -69,7 +69,9 @@ class _Handshaking(_Held):
 
     def data_received(self, data: bytes) -> None:
         if self.done.done():
-            if not self.done.exception():
+            # Cancelled (the client left while the reply was on its way): the transport is
+            # being aborted. `exception()` would raise CancelledError out of this callback.
+            if not self.done.cancelled() and self.done.exception() is None:
                 super().data_received(data)
             return
         try:
