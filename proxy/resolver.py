@@ -40,36 +40,45 @@ class NameResolver:
         return None
 
     async def resolve(self, name: str) -> tuple[str, ...]:
-        """The name's addresses; an empty tuple when it does not resolve (or times out)."""
-        now = time.monotonic()
+        """The name's addresses; an empty tuple when it does not resolve (or times out).
+
+        One lookup per name at a time, in its own task: callers that join it share its
+        answer, and a caller that leaves (its client closed) cancels only its own wait,
+        never the lookup the others are waiting for.
+        """
         hit = self._cache.get(name)
-        if hit is not None and hit[0] > now:
+        if hit is not None and hit[0] > time.monotonic():
             return hit[1]
         pending = self._pending.get(name)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[tuple[str, ...]] = loop.create_future()
-        self._pending[name] = fut
+        if pending is None:
+            pending = asyncio.ensure_future(self._resolve(name))
+            self._pending[name] = pending
+        return await asyncio.shield(pending)
+
+    async def _resolve(self, name: str) -> tuple[str, ...]:
         try:
-            addrs = await self._lookup(loop, name)
+            now = time.monotonic()
+            addrs = await self._lookup(asyncio.get_running_loop(), name)
+            if addrs is None:  # timed out: say nothing about the name to later callers
+                return ()
             if len(self._cache) >= self.max_entries:
                 self._cache.clear()
             expiry = now + (self.ttl if addrs else self.negative_ttl)
             self._cache[name] = (expiry, addrs)
-            fut.set_result(addrs)
             return addrs
         finally:
             del self._pending[name]
-            if not fut.done():
-                fut.set_result(())
 
-    async def _lookup(self, loop: asyncio.AbstractEventLoop, name: str) -> tuple[str, ...]:
+    async def _lookup(self, loop: asyncio.AbstractEventLoop, name: str) -> tuple[str, ...] | None:
+        """The addresses (empty when the name does not resolve), or None on a timeout: that
+        may be a queue of other lookups ahead of this one, not an answer about the name."""
         try:
             infos = await asyncio.wait_for(
                 loop.getaddrinfo(name, None, type=socket.SOCK_STREAM), self.timeout
             )
-        except (OSError, TimeoutError, UnicodeError):
+        except TimeoutError:
+            return None
+        except (OSError, UnicodeError):
             return ()
         seen: dict[str, None] = {}
         for family, _type, _proto, _canon, sockaddr in infos:
