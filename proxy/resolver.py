@@ -30,7 +30,7 @@ class NameResolver:
         self.timeout = timeout
         self.max_entries = max_entries
         self._cache: dict[str, tuple[float, tuple[str, ...]]] = {}
-        self._pending: dict[str, asyncio.Future[tuple[str, ...]]] = {}
+        self._pending: dict[str, _Lookup] = {}
 
     def peek(self, name: str) -> tuple[str, ...] | None:
         """The cached, unexpired answer for `name`, without looking it up."""
@@ -43,19 +43,29 @@ class NameResolver:
         """The name's addresses; an empty tuple when it does not resolve (or times out).
 
         One lookup per name at a time, in its own task: callers that join it share its
-        answer, and a caller that leaves (its client closed) cancels only its own wait,
-        never the lookup the others are waiting for.
+        answer, and a caller that leaves (its client closed) ends only its own wait, never
+        the lookup the others are waiting for. When the last one leaves, the lookup is
+        stopped: no lookup outlives every connection that wanted it.
         """
         hit = self._cache.get(name)
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
-        pending = self._pending.get(name)
-        if pending is None:
-            pending = asyncio.ensure_future(self._resolve(name))
-            self._pending[name] = pending
-        return await asyncio.shield(pending)
+        lookup = self._pending.get(name)
+        if lookup is None:
+            lookup = _Lookup(asyncio.ensure_future(self._resolve(name)))
+            self._pending[name] = lookup
+        lookup.callers += 1
+        try:
+            return await asyncio.shield(lookup.task)
+        finally:
+            lookup.callers -= 1
+            if not lookup.callers and not lookup.task.done():
+                lookup.task.cancel()
+                if self._pending.get(name) is lookup:
+                    del self._pending[name]  # a caller that comes now starts afresh
 
     async def _resolve(self, name: str) -> tuple[str, ...]:
+        task = asyncio.current_task()
         try:
             now = time.monotonic()
             addrs = await self._lookup(asyncio.get_running_loop(), name)
@@ -67,7 +77,9 @@ class NameResolver:
             self._cache[name] = (expiry, addrs)
             return addrs
         finally:
-            del self._pending[name]
+            lookup = self._pending.get(name)
+            if lookup is not None and lookup.task is task:
+                del self._pending[name]
 
     async def _lookup(self, loop: asyncio.AbstractEventLoop, name: str) -> tuple[str, ...] | None:
         """The addresses (empty when the name does not resolve), or None on a timeout: that
@@ -85,3 +97,13 @@ class NameResolver:
             if family in (socket.AF_INET, socket.AF_INET6):
                 seen.setdefault(canonical_ip(str(sockaddr[0])), None)
         return tuple(seen)
+
+
+class _Lookup:
+    """One lookup under way, and how many callers wait for it."""
+
+    __slots__ = ("callers", "task")
+
+    def __init__(self, task: asyncio.Task[tuple[str, ...]]) -> None:
+        self.task = task
+        self.callers = 0

@@ -60,3 +60,35 @@ def test_a_lookup_that_times_out_is_not_cached_as_a_name_that_does_not_resolve()
     assert timed_out == ()
     assert cached is None, "nothing cached for the name"
     assert later == ("203.0.113.7",), "the next caller looks it up again"
+
+
+def test_a_lookup_every_caller_left_is_stopped_and_a_new_caller_starts_afresh() -> None:
+    """Lookups stay bounded by the connections that want them: a client that closes at once,
+    again and again with new names, must not leave lookups running behind it."""
+
+    async def scenario() -> tuple[bool, int, tuple[str, ...]]:
+        loop = asyncio.get_running_loop()
+        stopped = loop.create_future()
+
+        async def getaddrinfo(host: str, *args: object, **kwargs: object) -> list[tuple]:  # type: ignore[type-arg]
+            try:
+                await asyncio.sleep(5)
+            except asyncio.CancelledError:
+                stopped.set_result(True)
+                raise
+            return ANSWER
+
+        loop.getaddrinfo = getaddrinfo  # type: ignore[method-assign]
+        resolver = NameResolver()
+        callers = [asyncio.ensure_future(resolver.resolve("a.example")) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        for caller in callers:
+            caller.cancel()
+        was_stopped = await asyncio.wait_for(stopped, 2)
+        pending = len(resolver._pending)
+        _slow_getaddrinfo(loop, 0.0, [])
+        return was_stopped, pending, await asyncio.wait_for(resolver.resolve("a.example"), 2)
+
+    was_stopped, pending, answer = asyncio.run(scenario())
+    assert was_stopped and pending == 0
+    assert answer == ("203.0.113.7",)
