@@ -428,6 +428,12 @@ class Intercepted(asyncio.Protocol):
                 return
         from_client, from_upstream = pair(client, upstream, self)
         self.halves = (from_client, from_upstream)
+        # Resume first, then write: a write that fills a buffer past its high-water mark
+        # pauses the other side (`Half.pause_writing`), and a resume after it would undo
+        # that pause, with no second `pause_writing` to come (the buffer would grow without
+        # bound behind a peer that does not read).
+        client.resume_reading()
+        upstream.resume_reading()
         if self.buf:
             from_client.nbytes += len(self.buf)
             upstream.write(bytes(self.buf))
@@ -442,8 +448,6 @@ class Intercepted(asyncio.Protocol):
             from_client.eof = True
             if upstream.can_write_eof():
                 upstream.write_eof()
-        client.resume_reading()
-        upstream.resume_reading()
 
     def half_lost(self, half: Half | SpliceHalf, exc: Exception | None) -> None:
         self.lost += 1

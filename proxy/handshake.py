@@ -196,7 +196,10 @@ class _HttpConnect(_Base):
             if event is h11.NEED_DATA:
                 return Step()
             if isinstance(event, h11.InformationalResponse):
-                continue  # 100 Continue and the like: the real answer follows
+                # 100 Continue and the like: the real answer follows. They count towards
+                # the head's bound, or an upstream could send them for ever.
+                self._check_head_size()
+                continue
             if isinstance(event, h11.Response):
                 return self._answered(event)
             raise HandshakeError(f"unexpected reply to CONNECT: {type(event).__name__}")
@@ -211,11 +214,17 @@ class _HttpConnect(_Base):
             switched = False
         if not switched:
             raise HandshakeError(f"upstream answered CONNECT with {status}, not a tunnel")
-        leftover, _closed = self._conn.trailing_data
-        if self._fed - len(leftover) > MAX_REPLY_HEAD:
-            raise HandshakeError(f"upstream reply head to CONNECT exceeds {MAX_REPLY_HEAD} bytes")
+        leftover = self._check_head_size()
         self._finished = True
-        return Step(done=True, leftover=bytes(leftover))
+        return Step(done=True, leftover=leftover)
+
+    def _check_head_size(self) -> bytes:
+        """What h11 holds past the events read so far; raises when the bytes before it
+        (the reply head, with every 1xx before it) exceed the bound."""
+        unread, _closed = self._conn.trailing_data
+        if self._fed - len(unread) > MAX_REPLY_HEAD:
+            raise HandshakeError(f"upstream reply head to CONNECT exceeds {MAX_REPLY_HEAD} bytes")
+        return bytes(unread)
 
     def _first_line(self) -> str:
         """What the upstream said first: its first line, or hex when that is binary (a

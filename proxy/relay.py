@@ -50,7 +50,9 @@ class Half(asyncio.Protocol):
         if peer.transport.can_write_eof():
             peer.transport.write_eof()
         # Keep our transport open: the other direction may still carry data to this side.
-        return True
+        # Not a TLS one (an HTTPS upstream): it closes itself at EOF whatever we return,
+        # and True only made asyncio log a warning for every such connection.
+        return self.transport.can_write_eof()
 
     def pause_writing(self) -> None:
         # Our transport's buffer is full: stop reading what would be written to it.

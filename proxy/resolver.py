@@ -30,7 +30,7 @@ class NameResolver:
         self.timeout = timeout
         self.max_entries = max_entries
         self._cache: dict[str, tuple[float, tuple[str, ...]]] = {}
-        self._pending: dict[str, asyncio.Future[tuple[str, ...]]] = {}
+        self._pending: dict[str, _Lookup] = {}
 
     def peek(self, name: str) -> tuple[str, ...] | None:
         """The cached, unexpired answer for `name`, without looking it up."""
@@ -40,39 +40,70 @@ class NameResolver:
         return None
 
     async def resolve(self, name: str) -> tuple[str, ...]:
-        """The name's addresses; an empty tuple when it does not resolve (or times out)."""
-        now = time.monotonic()
+        """The name's addresses; an empty tuple when it does not resolve (or times out).
+
+        One lookup per name at a time, in its own task: callers that join it share its
+        answer, and a caller that leaves (its client closed) ends only its own wait, never
+        the lookup the others are waiting for. When the last one leaves, the lookup is
+        stopped: no lookup outlives every connection that wanted it.
+        """
         hit = self._cache.get(name)
-        if hit is not None and hit[0] > now:
+        if hit is not None and hit[0] > time.monotonic():
             return hit[1]
-        pending = self._pending.get(name)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[tuple[str, ...]] = loop.create_future()
-        self._pending[name] = fut
+        lookup = self._pending.get(name)
+        if lookup is None:
+            lookup = _Lookup(asyncio.ensure_future(self._resolve(name)))
+            self._pending[name] = lookup
+        lookup.callers += 1
         try:
-            addrs = await self._lookup(loop, name)
+            return await asyncio.shield(lookup.task)
+        finally:
+            lookup.callers -= 1
+            if not lookup.callers and not lookup.task.done():
+                lookup.task.cancel()
+                if self._pending.get(name) is lookup:
+                    del self._pending[name]  # a caller that comes now starts afresh
+
+    async def _resolve(self, name: str) -> tuple[str, ...]:
+        task = asyncio.current_task()
+        try:
+            now = time.monotonic()
+            addrs = await self._lookup(asyncio.get_running_loop(), name)
+            if addrs is None:  # timed out: say nothing about the name to later callers
+                return ()
             if len(self._cache) >= self.max_entries:
                 self._cache.clear()
             expiry = now + (self.ttl if addrs else self.negative_ttl)
             self._cache[name] = (expiry, addrs)
-            fut.set_result(addrs)
             return addrs
         finally:
-            del self._pending[name]
-            if not fut.done():
-                fut.set_result(())
+            lookup = self._pending.get(name)
+            if lookup is not None and lookup.task is task:
+                del self._pending[name]
 
-    async def _lookup(self, loop: asyncio.AbstractEventLoop, name: str) -> tuple[str, ...]:
+    async def _lookup(self, loop: asyncio.AbstractEventLoop, name: str) -> tuple[str, ...] | None:
+        """The addresses (empty when the name does not resolve), or None on a timeout: that
+        may be a queue of other lookups ahead of this one, not an answer about the name."""
         try:
             infos = await asyncio.wait_for(
                 loop.getaddrinfo(name, None, type=socket.SOCK_STREAM), self.timeout
             )
-        except (OSError, TimeoutError, UnicodeError):
+        except TimeoutError:
+            return None
+        except (OSError, UnicodeError):
             return ()
         seen: dict[str, None] = {}
         for family, _type, _proto, _canon, sockaddr in infos:
             if family in (socket.AF_INET, socket.AF_INET6):
                 seen.setdefault(canonical_ip(str(sockaddr[0])), None)
         return tuple(seen)
+
+
+class _Lookup:
+    """One lookup under way, and how many callers wait for it."""
+
+    __slots__ = ("callers", "task")
+
+    def __init__(self, task: asyncio.Task[tuple[str, ...]]) -> None:
+        self.task = task
+        self.callers = 0

@@ -12,6 +12,10 @@ from collections.abc import Sequence
 
 from pac.routes import Route
 
+#: Failed proxies remembered at most (a PAC may name a proxy per destination, e.g. built
+#: from the host, so a client choosing names could otherwise grow the table for ever).
+MAX_REMEMBERED = 4096
+
 
 class BadProxies:
     """Routes that failed recently, with the time they count as bad until."""
@@ -39,7 +43,15 @@ class BadProxies:
 
     def failed(self, route: Route) -> None:
         if route.kind != "DIRECT" and self.ttl > 0:
-            self._until[(route.kind, route.host, route.port)] = time.monotonic() + self.ttl
+            now = time.monotonic()
+            until = self._until
+            if len(until) >= MAX_REMEMBERED:
+                for key in [k for k, t in until.items() if t <= now]:
+                    del until[key]  # expired: they no longer reorder anything
+                if len(until) >= MAX_REMEMBERED // 2:  # the earlier half goes (amortised)
+                    for key in list(until)[: len(until) - MAX_REMEMBERED // 2]:
+                        del until[key]
+            until[(route.kind, route.host, route.port)] = now + self.ttl
 
     def worked(self, route: Route) -> None:
         if self._until:

@@ -52,6 +52,13 @@ class _Held(asyncio.Protocol):
         self.pending += data
         self.transport.pause_reading()  # type: ignore[attr-defined]
 
+    def eof_received(self) -> bool:
+        # The upstream half-closed (a receive-only server does at once): keep the other
+        # direction. The relay reads the EOF again when it resumes reading (a read after
+        # EOF returns it again) and passes it on after `pending`. Returning False here
+        # closed the socket, and the client's bytes were dropped while it saw a clean end.
+        return True
+
 
 class _Handshaking(_Held):
     """Runs a sans-IO upstream handshake (`proxy.handshake`) over a transport."""
@@ -69,7 +76,9 @@ class _Handshaking(_Held):
 
     def data_received(self, data: bytes) -> None:
         if self.done.done():
-            if not self.done.exception():
+            # Cancelled (the client left while the reply was on its way): the transport is
+            # being aborted. `exception()` would raise CancelledError out of this callback.
+            if not self.done.cancelled() and self.done.exception() is None:
                 super().data_received(data)
             return
         try:
@@ -86,7 +95,9 @@ class _Handshaking(_Held):
             self.done.set_result(None)
 
     def eof_received(self) -> bool:
-        return False
+        # Before the reply: a failed handshake (close). After it: a half-closed tunnel.
+        done = self.done
+        return done.done() and not done.cancelled() and done.exception() is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.done.done():

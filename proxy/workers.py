@@ -143,7 +143,9 @@ class _ControlReader(asyncio.Protocol):
         self.stop = stop
         self.buf = bytearray()
         self.stopping = False
-        self.tasks: list[asyncio.Task[None]] = []
+        #: Snapshot swaps under way (each removes itself when done: a long PAC outage
+        #: publishes at every retry, and a list would grow for the life of the worker).
+        self.tasks: set[asyncio.Future[None]] = set()
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -166,7 +168,9 @@ class _ControlReader(asyncio.Protocol):
                 return
             if "pac" in message and self.on_snapshot is not None:
                 snap = PacSnapshot.from_json(message["pac"])
-                self.tasks.append(asyncio.ensure_future(self.on_snapshot(snap)))
+                task = asyncio.ensure_future(self.on_snapshot(snap))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
 
     def eof_received(self) -> bool:
         return False

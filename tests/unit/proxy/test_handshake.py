@@ -185,6 +185,18 @@ def test_connect_huge_head_in_one_chunk() -> None:
     assert f"exceeds {MAX_REPLY_HEAD}" in refused(hs, head + b"tunnel")
 
 
+@pytest.mark.parametrize("per_chunk", [1, 500])
+def test_connect_endless_1xx_replies_count_towards_the_head_bound(per_chunk: int) -> None:
+    """Each 1xx is a complete event, so h11's own bound never trips: without counting them
+    an upstream could keep the handshake (and a CPU) busy until the connect timeout."""
+    hs = http_connect("a.example", 443)
+    hs.start()
+    chunk = b"HTTP/1.1 100 Continue\r\n\r\n" * per_chunk
+    with pytest.raises(HandshakeError, match=f"exceeds {MAX_REPLY_HEAD}"):
+        for _ in range(2 * MAX_REPLY_HEAD // len(chunk) + 2):
+            hs.receive(chunk)
+
+
 def test_connect_head_just_under_the_bound_is_accepted() -> None:
     hs = http_connect("a.example", 443)
     hs.start()

@@ -15,8 +15,9 @@ import pytest
 import uvloop
 
 from pac.routes import DIRECT, Route
+from proxy import handshake
 from proxy.cli import can_mark
-from proxy.upstream import ConnectOptions, RouteFailed, open_route
+from proxy.upstream import ConnectOptions, RouteFailed, _Handshaking, open_route
 
 MARK = 0x4147
 IN_PRIVATE_NETNS = os.environ.get("AIRGAP_PRIVATE_NETNS") == "1" and os.geteuid() == 0
@@ -162,3 +163,29 @@ def test_proxy_route_connects_and_keeps_bytes_past_the_reply(mark: int | None) -
     assert request.startswith(b"CONNECT app.example:443 HTTP/1.1\r\n")
     assert pending == b"hello from origin"
     assert got_mark == (mark or 0)
+
+
+def test_reply_arriving_after_the_attempt_was_cancelled_is_dropped_quietly() -> None:
+    """The client left (its task cancelled the handshake's future) in the same loop turn as
+    the upstream's reply arrived: the reply is dropped, not raised out of the protocol
+    callback (uvloop would log that as a fatal transport error)."""
+
+    class Transport:
+        paused = False
+
+        def write(self, data: bytes) -> None:
+            pass
+
+        def pause_reading(self) -> None:
+            self.paused = True
+
+    async def scenario() -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        shaking = _Handshaking(handshake.http_connect("a.example", 443), done)
+        shaking.connection_made(Transport())  # type: ignore[arg-type]
+        done.cancel()
+        shaking.data_received(b"HTTP/1.1 200 OK\r\n\r\ntunnel")
+        shaking.connection_lost(None)
+        assert not shaking.pending
+
+    uvloop.run(scenario())

@@ -10,7 +10,7 @@ import pytest
 import uvloop
 
 from pac.routes import DIRECT
-from proxy import connection
+from proxy import connection, relay, upstream
 from proxy.connection import Intercepted, ProxyContext
 from proxy.resolver import NameResolver
 from proxy.upstream import ConnectOptions
@@ -84,3 +84,101 @@ def test_client_bytes_are_held_back_and_then_sent_in_order(monkeypatch) -> None:
     assert paused, "reading pauses while the connection is being set up"
     assert held == len(FIRST), f"{held} bytes kept: only the read that came first"
     assert received == FIRST + LATER, "everything arrives once, in order"
+
+
+async def _held_back_then_relayed_to_a_peer_that_does_not_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[int, int, int]:
+    """A client pushes hard during the peek and the decision; the origin never reads.
+    Returns (bytes held at the hand-over, most ever buffered for the origin, bytes pushed)."""
+    loop = asyncio.get_running_loop()
+    origin_sock = socket.socket()
+    origin_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    origin_sock.bind(("127.0.0.1", 0))
+    origin_sock.listen()
+    origin_sock.setblocking(False)
+
+    accepted: list[asyncio.BaseTransport] = []
+
+    class Origin(asyncio.Protocol):  # accepts, never reads
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            accepted.append(transport)  # (a transport nothing refers to may be collected)
+            loop.call_soon(transport.pause_reading)  # type: ignore[attr-defined]
+
+    origin = await loop.create_server(Origin, sock=origin_sock)
+    origin_port = origin_sock.getsockname()[1]
+    monkeypatch.setattr(connection, "original_destination", lambda s: ("127.0.0.1", origin_port))
+    monkeypatch.setattr(connection, "SNIFF_PORTS", (origin_port,))  # a peek, as on 80/443
+    new_socket = upstream._new_socket
+
+    def small_send_buffer(*args: object) -> socket.socket:
+        # A fresh path to a far origin takes little at once; loopback would take it all.
+        sock = new_socket(*args)  # type: ignore[arg-type]
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        return sock
+
+    monkeypatch.setattr(upstream, "_new_socket", small_send_buffer)
+    release = asyncio.Event()
+
+    async def slow_decide(dest: Destination) -> Decision:
+        await release.wait()
+        return Decision("DIRECT", (DIRECT,), "test", dest.url, dest.host)
+
+    ctx = ProxyContext(
+        decide=slow_decide,
+        transparent_ports=range(1, 65536),
+        connect=ConnectOptions(timeout=5),
+        resolver=NameResolver(),
+    )
+    listener = socket.socket()  # a window as wide as autotuning opens on a fast path
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2 << 20)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.setblocking(False)
+    proxy = await loop.create_server(lambda: Intercepted(ctx), sock=listener)
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    client.connect(listener.getsockname())
+    client.setblocking(False)
+    chunk = b"x" * 65536
+    pushed = most = held = 0
+    try:
+
+        async def push(seconds: float, conn: Intercepted | None) -> None:
+            nonlocal pushed, most
+            end = loop.time() + seconds
+            while loop.time() < end and pushed < 64 << 20:
+                try:
+                    pushed += client.send(chunk)
+                except BlockingIOError:
+                    await asyncio.sleep(0.005)
+                if conn is not None and conn.halves is not None:
+                    size = conn.halves[1].transport.get_write_buffer_size()
+                    most = max(most, size)
+
+        await push(0.5, None)  # the peek ends at once (a big first read), then it waits
+        (conn,) = ctx.active
+        held = len(conn.buf)
+        release.set()
+        async with asyncio.timeout(5):
+            while conn.halves is None:
+                await asyncio.sleep(0.01)
+        await push(2.0, conn)
+    finally:
+        client.close()
+        proxy.close()
+        origin.close()
+    return held, most, pushed
+
+
+def test_an_origin_that_does_not_read_holds_the_client_back_from_the_first_byte(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What was held back during the set-up can fill the origin's buffer past its high-water
+    mark at once: the client must then stay paused, not be resumed by the hand-over."""
+    held, most, pushed = uvloop.run(
+        _held_back_then_relayed_to_a_peer_that_does_not_read(monkeypatch)
+    )
+    assert held > relay.WRITE_HIGH_WATER, f"set-up: only {held} bytes held (test needs more)"
+    bound = relay.WRITE_HIGH_WATER + held + 512 * 1024
+    assert most <= bound, f"{most} bytes buffered for an origin that never reads ({pushed} pushed)"

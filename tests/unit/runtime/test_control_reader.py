@@ -1,0 +1,31 @@
+"""The worker's end of the control pipe keeps no record of snapshot swaps that are done."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from proxy.pac_source import PacSnapshot
+from proxy.workers import _ControlReader
+
+
+def test_finished_snapshot_swaps_are_not_kept() -> None:
+    """A long PAC outage publishes a snapshot at every retry: the worker must not keep one
+    task per message for its whole life."""
+    seen: list[PacSnapshot] = []
+
+    async def on_snapshot(snap: PacSnapshot) -> None:
+        seen.append(snap)
+
+    async def scenario() -> int:
+        reader = _ControlReader(on_snapshot, asyncio.Event())
+        line = json.dumps({"pac": PacSnapshot(None, error="down").to_json()}).encode() + b"\n"
+        for _ in range(200):
+            reader.data_received(line)
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.01)
+        return len(reader.tasks)
+
+    left = asyncio.run(scenario())
+    assert len(seen) == 200
+    assert left == 0
