@@ -65,6 +65,10 @@ RESERVED_FDS = 64
 FDS_PER_CONNECTION = 2
 
 
+#: Threads for name lookups per process (libuv's pool; it allows up to 1024).
+LOOKUP_THREADS = 64
+
+
 def _fd_limit() -> int:
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     return 65536 if soft == resource.RLIM_INFINITY else soft
@@ -311,6 +315,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     pac = pac_options(args)
     workers = 1 if control_fd is not None else max(1, args.workers)
+    # Name lookups (`getaddrinfo`) each block a thread of libuv's pool for as long as the
+    # host's resolver takes; with libuv's default of 4, a client sending a few names whose
+    # DNS servers never answer would delay every other connection's lookup. Read by libuv
+    # at its first lookup, inherited by the workers; an explicit setting is kept.
+    os.environ.setdefault("UV_THREADPOOL_SIZE", str(LOOKUP_THREADS))
     if control_fd is None:  # say it once, not once per worker
         for warning in policy.warnings:
             log.warning("%s", warning)

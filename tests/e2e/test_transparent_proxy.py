@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import threading
@@ -64,6 +65,19 @@ def test_exclude_by_sni_goes_direct(start_proxy, origins) -> None:
     assert record["route"] == "DIRECT"
     assert "allowed.example" in record["reason"]
     assert record["bytes_down"] == len(answer)
+
+
+def test_name_lookups_have_many_threads(start_proxy) -> None:
+    """A lookup blocks a thread until the resolver answers: libuv's default pool of 4 would
+    let a client with a few never-answered names hold up every other connection's lookup."""
+    from proxy.cli import LOOKUP_THREADS
+
+    proxy = start_proxy(ALLOW_INTERNAL, "--workers", "1")
+    assert proxy.proc is not None
+    answer = h.http_get(h.ORIGIN_A, 80, "allowed.example")  # resolved by the proxy
+    assert h.origin_of(answer) == f"{h.ORIGIN_A}:80"
+    threads = len(os.listdir(f"/proc/{proxy.proc.pid}/task"))
+    assert threads > LOOKUP_THREADS, threads
 
 
 def test_exclude_by_host_header_goes_direct(start_proxy) -> None:
