@@ -32,17 +32,23 @@ class TableResolver(NameResolver):
         return self.table.get(name, ())
 
 
+def _connection(table: dict[str, tuple[str, ...]], ip: str, port: int, name: str) -> Intercepted:
+    """A connection to `ip:port` that named `name`, whose resolver answers from `table`."""
+    ctx = ProxyContext(
+        decide=lambda d: None,  # type: ignore[arg-type,return-value]
+        transparent_ports=range(1, 65536),
+        connect=ConnectOptions(timeout=1),
+        resolver=TableResolver(table),
+    )
+    conn = Intercepted(ctx)
+    conn.record = ConnectionRecord("10.0.0.2", 40000)
+    conn.dest = Destination(ip, port, name, "10.0.0.2")
+    return conn
+
+
 def _target(table: dict[str, tuple[str, ...]], name: str, ip: str = EVIL) -> str | None:
     async def run() -> str | None:
-        ctx = ProxyContext(
-            decide=lambda d: None,  # type: ignore[arg-type,return-value]
-            transparent_ports=range(1, 65536),
-            connect=ConnectOptions(timeout=1),
-            resolver=TableResolver(table),
-        )
-        conn = Intercepted(ctx)
-        conn.record = ConnectionRecord("10.0.0.2", 40000)
-        conn.dest = Destination(ip, 80, name, "10.0.0.2")
+        conn = _connection(table, ip, 80, name)
         decision = Decision("DIRECT", (DIRECT,), "test", conn.dest.url, name, name_based=True)
         target, _why = await conn._direct_target(decision)
         return target
@@ -82,15 +88,7 @@ def test_the_dialled_address_and_ordinary_substitutes_are_unchanged() -> None:
 
 def _proxy_target(table: dict[str, tuple[str, ...]], name: str, ip: str) -> str | None:
     async def run() -> str | None:
-        ctx = ProxyContext(
-            decide=lambda d: None,  # type: ignore[arg-type,return-value]
-            transparent_ports=range(1, 65536),
-            connect=ConnectOptions(timeout=1),
-            resolver=TableResolver(table),
-        )
-        conn = Intercepted(ctx)
-        conn.record = ConnectionRecord("10.0.0.2", 40000)
-        conn.dest = Destination(ip, 443, name, "10.0.0.2")
+        conn = _connection(table, ip, 443, name)
         route = Route("PROXY", "gw.example", 3128)
         decision = Decision(
             "PROXY", (route,), "test", conn.dest.url, name, name_based=True, ip_bound=True

@@ -20,6 +20,22 @@ FIRST = b"a" * 1000
 LATER = bytes(range(256)) * 4000  # 1 MB the client pushes while the decision is pending
 
 
+def _held_context(release: asyncio.Event) -> ProxyContext:
+    """A context whose policy answers DIRECT only once `release` is set: the connection
+    stays in its set-up phase until then."""
+
+    async def slow_decide(dest: Destination) -> Decision:
+        await release.wait()
+        return Decision("DIRECT", (DIRECT,), "test", dest.url, dest.host)
+
+    return ProxyContext(
+        decide=slow_decide,
+        transparent_ports=range(1, 65536),
+        connect=ConnectOptions(timeout=5),
+        resolver=NameResolver(),
+    )
+
+
 async def _scenario(monkeypatch: pytest.MonkeyPatch) -> tuple[bytes, int, bool]:
     loop = asyncio.get_running_loop()
     received = bytearray()
@@ -37,17 +53,7 @@ async def _scenario(monkeypatch: pytest.MonkeyPatch) -> tuple[bytes, int, bool]:
     origin_port = origin.sockets[0].getsockname()[1]
     monkeypatch.setattr(connection, "original_destination", lambda s: ("127.0.0.1", origin_port))
     release = asyncio.Event()
-
-    async def slow_decide(dest: Destination) -> Decision:
-        await release.wait()
-        return Decision("DIRECT", (DIRECT,), "test", dest.url, dest.host)
-
-    ctx = ProxyContext(
-        decide=slow_decide,
-        transparent_ports=range(1, 65536),
-        connect=ConnectOptions(timeout=5),
-        resolver=NameResolver(),
-    )
+    ctx = _held_context(release)
     proxy = await loop.create_server(lambda: Intercepted(ctx), "127.0.0.1", 0)
     client = socket.create_connection(proxy.sockets[0].getsockname()[:2], timeout=5)
     client.setblocking(False)
@@ -119,17 +125,7 @@ async def _held_back_then_relayed_to_a_peer_that_does_not_read(
 
     monkeypatch.setattr(upstream, "_new_socket", small_send_buffer)
     release = asyncio.Event()
-
-    async def slow_decide(dest: Destination) -> Decision:
-        await release.wait()
-        return Decision("DIRECT", (DIRECT,), "test", dest.url, dest.host)
-
-    ctx = ProxyContext(
-        decide=slow_decide,
-        transparent_ports=range(1, 65536),
-        connect=ConnectOptions(timeout=5),
-        resolver=NameResolver(),
-    )
+    ctx = _held_context(release)
     listener = socket.socket()  # a window as wide as autotuning opens on a fast path
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2 << 20)
     listener.bind(("127.0.0.1", 0))
