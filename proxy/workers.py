@@ -8,7 +8,8 @@ The supervisor owns what must be one for all workers: with a PAC, it downloads a
 the script once and sends every worker the same snapshot, so all of them decide with the
 same script (a restarted worker gets the current one at once). On SIGTERM/SIGINT it tells
 every worker to stop over the pipe (each then drains its own relays), restarts a worker that
-died on its own (after a pause, so a crash loop cannot spin), and exits when all stopped.
+died on its own or could not be started (after a pause, so a crash loop cannot spin), and
+exits when all stopped.
 A worker whose control pipe closes (the supervisor is gone) stops: nothing keeps deciding
 with a frozen policy.
 """
@@ -95,7 +96,15 @@ async def supervise(
     async def keep(index: int) -> int:
         """Keep worker `index` running until the stop; returns its last exit status."""
         while True:
-            worker = await spawn(index)
+            try:
+                worker = await spawn(index)
+            except OSError as exc:  # no process or descriptor to be had: try again later
+                log.error("worker %d could not be started (%s); trying again", index, exc)
+                try:
+                    await asyncio.wait_for(stop.wait(), RESTART_PAUSE)
+                    return 1
+                except TimeoutError:
+                    continue
             workers[index] = worker
             if stop.is_set():  # the stop came while it was being spawned
                 worker.pipe.write(STOP_LINE)
