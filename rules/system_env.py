@@ -3,7 +3,8 @@
 curl's conventions (design.md): `http_proxy` in lower case only (the upper-case form is what a
 CGI request header `Proxy:` becomes, "httpoxy"); `https_proxy` then `HTTPS_PROXY`, and
 `no_proxy` then `NO_PROXY`, lower case first. A variable that is set but empty counts as set,
-and means "no proxy", exactly as in curl. `all_proxy` is not part of the design and is ignored
+and means "no proxy", exactly as in curl; one holding only whitespace is an error (curl fails
+on it too), never DIRECT. `all_proxy` is not part of the design and is ignored
 with a warning. No proxy variable at all means DIRECT for everything, with a loud warning.
 
 `no_proxy` (curl): the whole value `*` means every destination; otherwise a comma (or
@@ -71,7 +72,9 @@ def read_system_proxy(environ: Mapping[str, str]) -> SystemProxy:
         var, value = _lookup(environ, names)
         used[key] = var
         try:
-            routes[key] = parse_proxy_url(value) if value.strip() else None
+            # Only "" means "no proxy" (curl). A blank value is an error, as it is in curl:
+            # read as unset it would silently send everything DIRECT.
+            routes[key] = parse_proxy_url(value) if value else None
         except ProxyURLError as exc:
             raise ConfigError(f"environment variable {var}: {exc}") from None
 

@@ -52,6 +52,15 @@ def test_empty_lower_case_shadows_upper_case_as_in_curl() -> None:
     assert env.https is None
 
 
+@pytest.mark.parametrize("value", [" ", "\t", "\n", "  \r\n "])
+@pytest.mark.parametrize("var", ["http_proxy", "https_proxy", "HTTPS_PROXY"])
+def test_whitespace_only_proxy_is_an_error_not_direct(var: str, value: str) -> None:
+    """Only the empty string means "no proxy" (curl); curl fails on " ", so it must not
+    silently turn into DIRECT here."""
+    with pytest.raises(ConfigError, match=var):
+        read_system_proxy({var: value})
+
+
 def test_no_proxy_lower_case_first() -> None:
     env = read_system_proxy({"no_proxy": "a.example", "NO_PROXY": "b.example"})
     assert env.no_proxy.match("a.example", None) is not None
