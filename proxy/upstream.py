@@ -258,6 +258,8 @@ async def open_route(
         raise RouteFailed(f"{route}: TLS: {exc.reason or exc}") from None
     except OSError as exc:
         raise RouteFailed(f"{route}: {_why(exc)}") from None
+    except ValueError as exc:  # UnicodeError: a PAC-given host IDNA cannot encode
+        raise RouteFailed(f"{route}: unusable host name: {exc}") from None
 
 
 async def open_direct(

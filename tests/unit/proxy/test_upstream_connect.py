@@ -189,3 +189,17 @@ def test_reply_arriving_after_the_attempt_was_cancelled_is_dropped_quietly() -> 
         assert not shaking.pending
 
     uvloop.run(scenario())
+
+
+@pytest.mark.parametrize("kind", ["PROXY", "HTTPS", "SOCKS5"])
+def test_unencodable_proxy_host_fails_the_route(kind: str) -> None:
+    """A PAC may name a proxy whose label is over 63 characters (its result parser checks the
+    characters only); IDNA-encoding it raises UnicodeError, which escaped `open_route`, so
+    the connection was cut instead of failing over to the next route."""
+    route = Route(kind, "a" * 64 + ".example", 3128)  # type: ignore[arg-type]
+
+    async def attempt() -> None:
+        await open_route(route, "allowed.example", 443, ConnectOptions(timeout=2))
+
+    with pytest.raises(RouteFailed, match=r"a{64}\.example"):
+        uvloop.run(attempt())
