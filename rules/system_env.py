@@ -116,6 +116,8 @@ def _no_proxy_entry(token: str) -> Entry:
     if "*" in token:
         raise ValueError("curl supports no wildcards in no_proxy except the whole value '*'")
     name = token[1:] if token.startswith(".") else token
+    if name.startswith("."):  # one leading dot is dropped; a second one is not a name
+        raise ValueError("not a host name or domain")
     if ":" in name:
         raise ValueError("ports are not supported")
     pattern = parse_name_pattern(name)

@@ -164,3 +164,12 @@ def test_pac_ignored_in_system_mode() -> None:
     assert not p.uses_pac
     assert any("pac: ignored in system mode" in w for w in p.warnings)
     assert p.decide(Destination("192.0.2.1", 443)).action == "PROXY"
+
+
+@pytest.mark.parametrize("token", ["..example.com", "...example.com", "..", "*"])
+def test_no_proxy_entry_with_more_than_one_leading_dot_is_dropped(token: str) -> None:
+    """curl drops one leading dot; '..example.com' must not come to match example.com."""
+    env = read_system_proxy({"https_proxy": "http://p:1", "no_proxy": f"{token},other.example"})
+    assert env.no_proxy.match("example.com", None) is None
+    assert env.no_proxy.match("other.example", None) is not None
+    assert any(repr(token) in w and "ignored" in w for w in env.warnings), env.warnings
