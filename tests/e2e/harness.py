@@ -443,8 +443,16 @@ class ProxyProcess:
     """The real `airgap-proxy run` process, with its log captured."""
 
     def __init__(
-        self, config: dict | None, *extra: str, listen: tuple[str, ...] = ("127.0.0.1", "[::1]")
+        self,
+        config: dict | None,
+        *extra: str,
+        listen: tuple[str, ...] = ("127.0.0.1", "[::1]"),
+        env: dict[str, str] | None = None,
     ) -> None:
+        """`env`: proxy variables for `system` mode; the process never inherits the test
+        runner's own (http_proxy, no_proxy...), with or without it."""
+        self.env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+        self.env.update(env or {})
         self.port = free_port()
         self.workdir = Path(tempfile.mkdtemp(prefix="airgap-proxy-"))
         self.log_path = self.workdir / "proxy.log"
@@ -465,6 +473,7 @@ class ProxyProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "proxy.cli", "run", *self.args],
             cwd=REPO,
+            env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )

@@ -169,3 +169,29 @@ def test_a_dead_worker_is_restarted_and_a_dead_supervisor_stops_the_workers(star
     )
     with pytest.raises(ConnectionRefusedError):
         h.client_socket(h.ORIGIN_A, 8080, timeout=2)
+
+
+SYSTEM = {"configurationFileVersion": 2, "containersProxy": {"mode": "system"}}
+
+
+def test_system_mode_reads_the_proxy_environment(start_proxy, upstreams) -> None:
+    """https_proxy (with credentials, never logged) for port 443, no_proxy's IP DIRECT."""
+    proxy_url = (
+        f"http://{h.UPSTREAM_USER}:{h.UPSTREAM_PASSWORD}@127.0.0.1:{upstreams.http_auth_port}"
+    )
+    env = {"https_proxy": proxy_url, "HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": h.ORIGIN_C}
+    proxy = start_proxy(SYSTEM, env=env)
+    assert h.origin_of(h.tls_probe(h.ORIGIN_A, 443, "allowed.example")) == f"{h.ORIGIN_A}:443"
+    record = proxy.wait_record(lambda r: r.get("dst") == f"{h.ORIGIN_A}:443")
+    assert record["route"] == f"PROXY 127.0.0.1:{upstreams.http_auth_port}"
+    assert h.origin_of(h.tls_probe(h.ORIGIN_C, 443, None)) == f"{h.ORIGIN_C}:443"
+    record = proxy.wait_record(lambda r: r.get("dst") == f"{h.ORIGIN_C}:443")
+    assert record["route"] == "DIRECT" and "no_proxy entry" in record["reason"]
+    assert h.UPSTREAM_PASSWORD not in proxy.log_text()
+
+
+@pytest.mark.parametrize("value", [" ", "ftp://127.0.0.1:21", "127.0.0.1"])
+def test_system_mode_refuses_to_start_on_an_unusable_proxy_variable(start_proxy, value) -> None:
+    """Blank, unknown scheme, no port: the proxy does not start (never DIRECT instead)."""
+    with pytest.raises(RuntimeError, match="https_proxy"):
+        start_proxy(SYSTEM, env={"https_proxy": value, "http_proxy": "http://127.0.0.1:9"})
