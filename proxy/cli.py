@@ -313,7 +313,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"airgap-proxy: {exc}", file=sys.stderr)
         return 2
-    pac = pac_options(args)
+    try:
+        pac = pac_options(args)
+    except ValueError as exc:
+        print(f"airgap-proxy: {exc}", file=sys.stderr)
+        return 2
     workers = 1 if control_fd is not None else max(1, args.workers)
     # Name lookups (`getaddrinfo`) each block a thread of libuv's pool for as long as the
     # host's resolver takes; with libuv's default of 4, a client sending a few names whose

@@ -41,7 +41,10 @@ def pac_ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
     """PAC downloads are verified against the system store, plus `--ca-bundle` if given."""
     context = ssl.create_default_context()
     if ca_bundle:
-        context.load_verify_locations(cafile=ca_bundle)
+        try:
+            context.load_verify_locations(cafile=ca_bundle)
+        except (OSError, ssl.SSLError) as exc:  # a message, not a traceback (exit 2)
+            raise ValueError(f"--ca-bundle {ca_bundle}: {exc.strerror or exc}") from None
     return context
 
 

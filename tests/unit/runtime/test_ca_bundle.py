@@ -36,3 +36,12 @@ def test_pac_context_adds_the_bundle_to_the_system_store(bundle: Path) -> None:
     context = pac_ssl_context(str(bundle))
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     assert context.cert_store_stats()["x509_ca"] == system + 1
+
+
+@pytest.mark.parametrize("content", [None, b"not a certificate\n"])
+def test_unusable_bundle_is_a_clean_error(tmp_path: Path, content: bytes | None) -> None:
+    path = tmp_path / "bundle.pem"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match="--ca-bundle"):
+        pac_ssl_context(str(path))
