@@ -299,7 +299,12 @@ def _socket_of(transport: asyncio.Transport) -> socket.socket | None:
     pseudo = transport.get_extra_info("socket")
     if pseudo is None or pseudo.type != socket.SOCK_STREAM:
         return None
-    sock = socket.socket(fileno=os.dup(pseudo.fileno()))
+    fd = os.dup(pseudo.fileno())
+    try:
+        sock = socket.socket(fileno=fd)
+    except BaseException:
+        os.close(fd)
+        raise
     sock.setblocking(False)
     return sock
 
@@ -331,7 +336,8 @@ def take_over(
             if sock is None:
                 raise LookupError
             socks.append(sock)
-        pipes += [_pipe(), _pipe()]
+        for _ in range(2):  # one at a time: a second that fails must not leak the first
+            pipes.append(_pipe())
     except (OSError, LookupError) as exc:  # e.g. EMFILE: the default relay needs no more fds
         if isinstance(exc, OSError):
             log.warning("splice relay unavailable for one connection: %s", exc)

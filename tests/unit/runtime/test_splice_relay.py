@@ -344,11 +344,20 @@ def test_connections_that_cannot_be_spliced_are_left_to_the_default_relay(rig: R
     assert open_fds() == before
 
 
-def test_take_over_without_descriptors_falls_back(rig: Rig, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    def no_pipe(*_args: object) -> tuple[int, int]:
-        raise OSError(24, "Too many open files")
+@pytest.mark.parametrize("failing_pipe", [1, 2])
+def test_take_over_without_descriptors_falls_back(rig: Rig, monkeypatch, failing_pipe: int) -> None:  # type: ignore[no-untyped-def]
+    """No descriptor for the first or the second pipe: nothing is left open."""
+    real_pipe2 = os.pipe2
+    calls = 0
 
-    monkeypatch.setattr(splice_relay.os, "pipe2", no_pipe)
+    def pipe_until_emfile(flags: int) -> tuple[int, int]:
+        nonlocal calls
+        calls += 1
+        if calls >= failing_pipe:
+            raise OSError(24, "Too many open files")
+        return real_pipe2(flags)
+
+    monkeypatch.setattr(splice_relay.os, "pipe2", pipe_until_emfile)
     before = open_fds()
     listener = socket.create_server(("127.0.0.1", 0))
 
