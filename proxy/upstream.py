@@ -13,6 +13,7 @@ import errno
 import os
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pac.routes import Route
@@ -182,7 +183,7 @@ def _numeric(host: str, port: int) -> list[tuple] | None:  # type: ignore[type-a
 
 
 async def _connect(
-    factory: type[asyncio.Protocol] | object,
+    factory: Callable[[], asyncio.Protocol],
     host: str,
     port: int,
     opts: ConnectOptions,
