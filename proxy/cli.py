@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import json
 import logging
 import math
@@ -19,7 +18,6 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from rules.config import ConfigError, ContainersProxyConfig, load_config, parse_config_text
-from rules.model import Decision
 from rules.policy import Policy
 
 if TYPE_CHECKING:
@@ -357,47 +355,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return uvloop.run(run_worker(settings, cfg, policy, pac, control_fd))
 
 
-async def _explain_with_pac(
-    cfg: ContainersProxyConfig, policy: Policy, pac: PacOptions, dest_text: str, ip: str | None
-) -> Decision:
-    """Fetch the PAC once, as the proxy does, and decide DEST with it."""
-    from proxy.pac_decider import PacDecider
-    from proxy.resolver import NameResolver
-    from proxy.runtime import make_source
-    from rules.explain import explain_destination, with_note
-
-    dest, note = explain_destination(policy, dest_text, ip)
-    decider = PacDecider(NameResolver(), pac.limits, pac.engine, evaluators=1)
-    try:
-        source = make_source(cfg, pac, decider.set_snapshot)
-        if source.inline is not None:
-            await source.run()
-        else:
-            await source.refresh_once()
-            await source.close()
-        decision = policy.with_pac_decider(decider.decide).decide(dest)
-        if inspect.isawaitable(decision):
-            decision = await decision
-        return with_note(decision, note)
-    finally:
-        await decider.aclose()
-
-
 def cmd_explain(args: argparse.Namespace) -> int:
-    from rules.explain import explain
+    from proxy.explain import run_explain
+    from rules.explain import parse_resolve
 
     logging.basicConfig(level=logging.WARNING, format="airgap-proxy explain: %(message)s")
     try:
         cfg, policy = load_policy(args.config)
-        if policy.uses_pac:
-            pac = pac_options(args)
-            decision = asyncio.run(_explain_with_pac(cfg, policy, pac, args.dest, args.ip))
-        else:
-            decision = explain(policy, args.dest, args.ip)
+        table = parse_resolve(args.resolve) if args.resolve else None
+        pac = pac_options(args) if policy.uses_pac else None
+        out = asyncio.run(run_explain(cfg, policy, pac, args.dest, args.ip, args.client, table))
     except (ConfigError, ValueError) as exc:
         print(f"airgap-proxy explain: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(decision.to_json()))
+    print(json.dumps(out))
     return 0
 
 
@@ -495,6 +466,19 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--config", help="admin-settings.json (default: bundled policy)")
     explain.add_argument("dest", metavar="DEST", help="host:port, ip:port or [v6]:port")
     explain.add_argument("--ip", help="the destination IP the container connected to")
+    explain.add_argument(
+        "--client",
+        metavar="IP",
+        help="the container's own address (what myIpAddress() answers in the proxy)",
+    )
+    explain.add_argument(
+        "--resolve",
+        metavar="NAME=IP",
+        action="append",
+        default=[],
+        help="DNS answer for the name check and the PAC (repeatable, also several per "
+        "name); makes DNS hermetic. Default: this machine's resolver",
+    )
     explain.add_argument("--ca-bundle", help="CA file for an https PAC URL")
     add_pac_arguments(explain)
     explain.set_defaults(func=cmd_explain)

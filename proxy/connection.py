@@ -12,7 +12,6 @@ from __future__ import annotations
 import _socket
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import socket
 import struct
@@ -20,7 +19,6 @@ import time
 from collections.abc import Awaitable, Callable, Container
 from dataclasses import dataclass, field
 
-from pac.routes import Route
 from proxy import reject_wire
 from proxy.audit import ConnectionRecord, emit
 from proxy.deadlines import Deadlines
@@ -31,6 +29,7 @@ from proxy.route_health import BadProxies
 from proxy.sniff import MAX_SNIFF_BYTES, SniffResult, sniff
 from proxy.splice_relay import SpliceHalf, take_over
 from proxy.upstream import ConnectOptions, RouteFailed, open_direct, open_route
+from rules import routing
 from rules.model import Decision, Destination
 from rules.names import canonical_hostname
 
@@ -277,140 +276,73 @@ class Intercepted(asyncio.Protocol):
                 self._reset(f"internal error: {type(exc).__name__}: {exc}")
 
     async def _connect_routes(self, decision: Decision) -> None:
-        record, dest = self.record, self.dest
+        """Open the decision's routes in turn (`rules.routing` says what each one dials and
+        what a failure means); the I/O only: resolving, connecting, handing over."""
+        record, dest, ctx = self.record, self.dest, self.ctx
         record.decision = decision.action
         record.reason = decision.reason
         if decision.action == "REJECT" or not decision.routes:
             self._reject(decision.reason)
             return
         errors: list[str] = []
-        refused = 0  # DIRECT routes the spoofing rule refused (not connection failures)
-        health = self.ctx.bad_proxies
+        refusals = 0  # routes the routing rules refused (not connection failures)
+        health = ctx.bad_proxies
         for route in health.order(decision.routes):
+            target = routing.unchecked_target(route, dest, decision)
+            if target is None:
+                assert dest.hostname is not None
+                choice = routing.checked_target(
+                    route, dest, decision, await self._addresses(dest.hostname)
+                )
+                if isinstance(choice, routing.Refusal):
+                    errors.append(choice.reason)
+                    refusals += 1
+                    continue
+                if choice.note:
+                    log.warning("%s: %s", record.client, choice.note)
+                target = choice.host
             try:
                 if route.kind == "DIRECT":
-                    target = dest.ip
-                    if decision.name_based and dest.hostname:
-                        target, why = await self._direct_target(decision)
-                        if target is None:
-                            errors.append(why)
-                            refused += 1
-                            continue
-                    upstream, leftover = await open_direct(
-                        target, dest.port, self.ctx.connect, self.ctx.loop
-                    )
+                    upstream, leftover = await open_direct(target, dest.port, ctx.connect, ctx.loop)
                 else:
-                    target, why = await self._proxy_target(route, decision)
-                    if target is None:
-                        errors.append(why)
-                        refused += 1
-                        continue
-                    upstream, leftover = await open_route(
-                        route, target, dest.port, self.ctx.connect
-                    )
+                    upstream, leftover = await open_route(route, target, dest.port, ctx.connect)
             except RouteFailed as exc:
                 log.warning("route failed for %s: %s", dest.url, exc)
                 errors.append(str(exc))
-                health.failed(route)
-                continue
+                failover = routing.after_failure(exc.kind)
+                if failover.mark_bad:
+                    health.failed(route)
+                elif failover.mark_working:
+                    health.worked(route)
+                if failover.try_next:
+                    continue
+                ending = routing.refused_by_upstream(decision, str(exc), errors)
+                record.route = route
+                record.reason = ending.reason
+                record.error = ending.error
+                self._reject(ending.reason)
+                return
             health.worked(route)
             if self.transport.is_closing():
                 upstream.abort()
                 return
-            record.route = route
-            if route.kind == "DIRECT" and target != dest.ip:
-                record.route = f"DIRECT {target} (by name)"
-            elif route.kind != "DIRECT" and dest.hostname and target == dest.ip:
-                record.route = f"{route} (by IP)"
+            record.route = routing.route_label(route, dest, target)
             if errors:
                 record.error = "; ".join(errors)
             self._start_relay(upstream, leftover)
             return
-        record.error = "; ".join(errors) or "no usable route"
-        if decision.then_reject or refused == len(errors):
-            self._reject(decision.reason if decision.then_reject else record.error)
+        ending = routing.exhausted(decision, errors, refusals)
+        record.error = ending.error
+        if ending.reject:
+            self._reject(ending.reason)
         else:
-            self._reset(record.error)
-
-    async def _proxy_target(self, route: Route, decision: Decision) -> tuple[str | None, str]:
-        """What a proxy route asks its upstream for: the name when known (the upstream
-        resolves it), the IP otherwise -- or None and why not.
-
-        When the decision rested on the dialled IP being the name's address (a PAC read
-        dnsResolve(host) and was answered with that IP), the upstream must not be sent to
-        the name's real addresses, which the script never judged: the name is sent only
-        when the dialled IP is one of them; when they differ the route is refused; when the
-        name cannot be resolved here, the dialled IP is sent instead of the unchecked name.
-        """
-        dest = self.dest
-        if not (decision.ip_bound and dest.hostname):
-            return dest.hostname or dest.ip, ""
-        addrs = await self._addresses(dest.hostname)
-        if not addrs:
-            log.warning(
-                "%s: cannot check %s against %s; asking %s for the address",
-                self.record.client,
-                dest.hostname,
-                dest.ip,
-                route,
-            )
-            return dest.ip, ""
-        if dest.ip in addrs:
-            return dest.hostname, ""
-        return None, (
-            f"{route}: {dest.ip} is not an address of {dest.hostname}, and the decision was"
-            " made on that address"
-        )
+            self._reset(ending.error)
 
     async def _addresses(self, name: str) -> tuple[str, ...]:
         addrs = self.ctx.resolver.peek(name)
         if addrs is None:
             addrs = await self.ctx.resolver.resolve(name)
         return addrs
-
-    async def _direct_target(self, decision: Decision) -> tuple[str | None, str]:
-        """The IP a DIRECT route may connect to (design.md's SNI/Host spoofing rule), or
-        None and why not.
-
-        A decision that rests on a sniffed name connects to the original IP only when it is
-        one of the name's addresses, else to an address of the name. But when the decision
-        also rested on that IP being the name's address (a PAC that called dnsResolve(host)
-        was answered with the destination IP), connecting anywhere else would carry out a
-        decision made about another address: that is refused. A loopback or unspecified
-        address of the name is never chosen: the name is resolved in the proxy's namespace,
-        so those are the proxy's own host, not what the client could reach.
-        """
-        dest = self.dest
-        assert dest.hostname is not None
-        addrs = await self._addresses(dest.hostname)
-        if not addrs:
-            return None, f"DIRECT: name {dest.hostname} does not resolve"
-        if dest.ip in addrs:
-            return dest.ip, ""
-        if decision.ip_bound:
-            return None, (
-                f"DIRECT: {dest.ip} is not an address of {dest.hostname}, and the decision"
-                " was made on that address"
-            )
-        # The name was resolved here, not in the container: its loopback or unspecified
-        # addresses are the proxy's own host, which no client may reach this way.
-        usable = [a for a in addrs if not _is_proxy_host(a)]
-        if not usable:
-            return None, (
-                f"DIRECT: {dest.hostname} resolves only to the proxy host's own addresses"
-                f" ({', '.join(addrs)}), not to {dest.ip}"
-            )
-        version = ipaddress.ip_address(dest.ip).version
-        same_family = [a for a in usable if ipaddress.ip_address(a).version == version]
-        chosen = (same_family or usable)[0]
-        log.warning(
-            "%s: %s is not an address of %s; connecting to %s instead",
-            self.record.client,
-            dest.ip,
-            dest.hostname,
-            chosen,
-        )
-        return chosen, ""
 
     # ----------------------------------------------------------------- relay phase
 
@@ -531,14 +463,6 @@ class Intercepted(asyncio.Protocol):
                 if isinstance(half, Half):  # spliced ones are few: left to the collector
                     half.peer = half.owner = None  # type: ignore[assignment]
         emit(self.record, self.ctx.json_logs)
-
-
-def _is_proxy_host(ip: str) -> bool:
-    """True for an address that means the proxy's own host when the proxy dials it:
-    loopback, the unspecified address (Linux connects it to the local host), and the rest
-    of 0.0.0.0/8 ("this network", never a real destination)."""
-    addr = ipaddress.ip_address(ip)
-    return addr.is_loopback or addr.is_unspecified or (addr.version == 4 and ip.startswith("0."))
 
 
 def _policy_failed(dest: Destination, exc: Exception) -> Decision:

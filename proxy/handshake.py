@@ -7,7 +7,11 @@ belong to the tunnel) to the client. `receive(b"")` means the upstream closed th
 
 Every reply byte is hostile input: versions, reply codes, reserved bytes, address types and
 lengths are all checked, the HTTP reply head is bounded, and any deviation raises
-`HandshakeError`, which the connector counts as a failed route (and tries the next one).
+`HandshakeError`: the upstream is unusable (the connector tries the next route). A
+well-formed reply that refuses the request raises `UpstreamRefused` instead (a subclass): an
+HTTP status other than 2xx to CONNECT (407 included), a SOCKS5 method or authentication
+refusal or error reply, a SOCKS4 reply 91-93. The upstream answered; its refusal is the
+policy, so the connector ends the connection there and never falls through to the next route.
 Error messages say what the upstream answered -- status line, SOCKS reply code and its
 meaning -- and never contain credentials (nor anything derived from them).
 
@@ -33,7 +37,11 @@ _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 
 
 class HandshakeError(Exception):
-    """The upstream refused or garbled the handshake, or the route cannot carry the target."""
+    """The upstream garbled or dropped the handshake, or the route cannot carry the target."""
+
+
+class UpstreamRefused(HandshakeError):
+    """The upstream answered the handshake with a well-formed refusal of this request."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +215,7 @@ class _HttpConnect(_Base):
     def _answered(self, response: h11.Response) -> Step:
         status = f"{response.status_code} {_printable(response.reason, 80)}".rstrip()
         if not 200 <= response.status_code < 300:
-            raise HandshakeError(f"upstream answered CONNECT with {status}")
+            raise UpstreamRefused(f"upstream answered CONNECT with {status}")
         try:
             switched = self._conn.next_event() is h11.PAUSED  # h11 switched protocols
         except h11.ProtocolError:
@@ -330,9 +338,9 @@ class _Socks5(_Base):
             self._state = "auth"
             return Step(send=self._auth)
         if method == _USER_PASS:
-            raise HandshakeError("SOCKS5 upstream requires username/password; none configured")
+            raise UpstreamRefused("SOCKS5 upstream requires username/password; none configured")
         if method == _NO_ACCEPTABLE:
-            raise HandshakeError("SOCKS5 upstream accepts none of the offered auth methods")
+            raise UpstreamRefused("SOCKS5 upstream accepts none of the offered auth methods")
         raise HandshakeError(f"SOCKS5 upstream chose auth method {method:#04x}, not offered")
 
     def _authenticated(self) -> Step:
@@ -344,7 +352,7 @@ class _Socks5(_Base):
         if reply is None:
             return Step()
         if reply[1] != 0:
-            raise HandshakeError(
+            raise UpstreamRefused(
                 f"SOCKS5 username/password authentication failed (status {reply[1]:#04x})"
             )
         self._state = "reply"
@@ -357,8 +365,10 @@ class _Socks5(_Base):
         if len(buf) < 2:
             return Step()
         if buf[1] != 0:
+            # Any error code is the server's answer about this request (microsocks says
+            # "general failure" for a name it cannot resolve): a refusal, never a fall-through.
             meaning = _SOCKS5_REPLIES.get(buf[1], "unassigned reply code")
-            raise HandshakeError(
+            raise UpstreamRefused(
                 f"SOCKS5 upstream refused CONNECT to {self._target}: {buf[1]:#04x} {meaning}"
             )
         if len(buf) < 4:
@@ -430,8 +440,10 @@ class _Socks4(_Base):
         if len(buf) < 2:
             return Step()
         if buf[1] != 0x5A:
-            meaning = _SOCKS4_REPLIES.get(buf[1], "unknown reply code")
-            raise HandshakeError(
+            meaning = _SOCKS4_REPLIES.get(buf[1])
+            if meaning is None:  # not a SOCKS4 answer: a garbled reply, not a refusal
+                raise HandshakeError(f"bad SOCKS4 reply: {buf[1]:#04x} unknown reply code")
+            raise UpstreamRefused(
                 f"SOCKS4 upstream refused CONNECT to {self._target}: {buf[1]:#04x} {meaning}"
             )
         if len(buf) < 8:

@@ -1,5 +1,9 @@
 """Proxies that just failed are tried last for a while (`--bad-proxy-ttl`), as browsers do.
 
+Only a proxy that could not be used counts as failed (`rules.routing.after_failure`): one
+that answered with a refusal is working, so a client asking for a refused destination never
+moves every other client's connections to the next entry of the list (often DIRECT).
+
 Without this, a dead first proxy in a PAC list would cost every new connection the full
 connect timeout before the next entry is tried. A bad proxy is never dropped: when nothing
 else is left it is still tried, so this only reorders, it never widens a decision.

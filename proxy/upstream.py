@@ -13,14 +13,26 @@ import errno
 import os
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pac.routes import Route
 from proxy import handshake as hs
+from rules.routing import INAPPLICABLE, REFUSED, UNUSABLE, FailureKind
 
 
 class RouteFailed(Exception):
-    """A route could not be used; the message says why (logged, then the next route is tried)."""
+    """A route could not be used; the message says why, `kind` what follows
+    (`rules.routing.after_failure`): the next route for an unusable or inapplicable one, a
+    REJECT when the upstream answered with a refusal."""
+
+    def __init__(self, message: str, kind: FailureKind = UNUSABLE) -> None:
+        super().__init__(message)
+        self.kind: FailureKind = kind
+
+
+def _kind(exc: hs.HandshakeError) -> FailureKind:
+    return REFUSED if isinstance(exc, hs.UpstreamRefused) else UNUSABLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +96,7 @@ class _Handshaking(_Held):
         try:
             step = self.handshake.receive(data)
         except hs.HandshakeError as exc:
-            self.done.set_exception(RouteFailed(str(exc)))
+            self.done.set_exception(RouteFailed(str(exc), _kind(exc)))
             self.transport.close()
             return
         if step.send:
@@ -171,7 +183,7 @@ def _numeric(host: str, port: int) -> list[tuple] | None:  # type: ignore[type-a
 
 
 async def _connect(
-    factory: type[asyncio.Protocol] | object,
+    factory: Callable[[], asyncio.Protocol],
     host: str,
     port: int,
     opts: ConnectOptions,
@@ -251,9 +263,9 @@ async def open_route(
     except TimeoutError:
         raise RouteFailed(f"{route} timed out after {opts.timeout:g}s") from None
     except hs.HandshakeError as exc:  # raised at construction (e.g. SOCKS4 to IPv6)
-        raise RouteFailed(f"{route}: {exc}") from None
+        raise RouteFailed(f"{route}: {exc}", INAPPLICABLE) from None
     except RouteFailed as exc:
-        raise RouteFailed(f"{route}: {exc}") from None
+        raise RouteFailed(f"{route}: {exc}", exc.kind) from None
     except ssl.SSLError as exc:
         raise RouteFailed(f"{route}: TLS: {exc.reason or exc}") from None
     except OSError as exc:

@@ -203,3 +203,68 @@ def test_unencodable_proxy_host_fails_the_route(kind: str) -> None:
 
     with pytest.raises(RouteFailed, match=r"a{64}\.example"):
         uvloop.run(attempt())
+
+
+async def _fake_proxy(answer: bytes) -> asyncio.Server:
+    """A proxy that answers each message it reads with the next `|`-separated part of
+    `answer`, then closes (b"": closes without a word)."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for part in answer.split(b"|") if answer else ():
+            await reader.read(4096)
+            writer.write(part)
+            await writer.drain()
+        await reader.read(1)
+        writer.close()
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0)
+
+
+@pytest.mark.parametrize(
+    ("kind", "answer", "expected"),
+    [
+        ("PROXY", b"HTTP/1.1 403 Filtered\r\nContent-Length: 0\r\n\r\n", "refused"),
+        ("PROXY", b"HTTP/1.1 407 Auth\r\nContent-Length: 0\r\n\r\n", "refused"),
+        ("PROXY", b"", "unusable"),
+        ("PROXY", b"SSH-2.0-x\r\n\r\n", "unusable"),
+        ("SOCKS5", b"\x05\x00|\x05\x05\x00\x01\x00\x00\x00\x00\x00\x00", "refused"),
+        ("SOCKS5", b"\x05\xff", "refused"),
+        ("SOCKS5", b"", "unusable"),
+        ("SOCKS4", b"\x00\x5b\x00\x00\x00\x00\x00\x00", "refused"),
+        ("SOCKS4", b"\x00\x00", "unusable"),
+    ],
+)
+def test_a_route_failure_says_whether_the_upstream_refused(
+    kind: str, answer: bytes, expected: str
+) -> None:
+    """A refusal in the upstream's answer is told apart from an unusable upstream: the
+    connection logic REJECTs on the first and moves on only on the second."""
+
+    async def attempt() -> RouteFailed:
+        server = await _fake_proxy(answer)
+        route = Route(kind, "127.0.0.1", server.sockets[0].getsockname()[1])  # type: ignore[arg-type]
+        try:
+            with pytest.raises(RouteFailed) as info:
+                await open_route(route, "203.0.113.7", 443, ConnectOptions(timeout=5))
+            return info.value
+        finally:
+            server.close()
+
+    failure = uvloop.run(attempt())
+    assert failure.kind == expected, failure
+
+
+def test_a_refused_or_silent_proxy_connection_is_unusable() -> None:
+    route = Route("PROXY", "127.0.0.1", _free_port())
+    with pytest.raises(RouteFailed) as info:
+        uvloop.run(open_route(route, "a.example", 443, ConnectOptions(timeout=2)))
+    assert info.value.kind == "unusable"
+
+
+def test_a_destination_the_route_cannot_carry_is_inapplicable() -> None:
+    """SOCKS4 cannot carry IPv6: that says nothing about the proxy, which must not be
+    marked bad for every other client (who would then go to the next entry, often DIRECT)."""
+    route = Route("SOCKS4", "127.0.0.1", _free_port())
+    with pytest.raises(RouteFailed) as info:
+        uvloop.run(open_route(route, "2001:db8::1", 443, ConnectOptions(timeout=2)))
+    assert info.value.kind == "inapplicable"

@@ -6,8 +6,17 @@ import json
 
 import pytest
 
+from pac.routes import DIRECT, Route
 from rules.config import parse_config_text
-from rules.explain import explain, parse_dest
+from rules.explain import (
+    explain,
+    explanation,
+    name_to_check,
+    parse_dest,
+    parse_resolve,
+    select_routes,
+)
+from rules.model import Decision, Destination
 from rules.policy import Policy
 
 ALLOW_INTERNAL = {
@@ -147,3 +156,46 @@ def test_block_all_json() -> None:
         "host": "example.com",
         "reason": "no proxy configured for https: blocked",
     }
+
+
+# --- route selection, as the proxy runs it on the decision (no sockets, no DNS here) ---------
+
+
+def _pac_decision(dest: Destination, routes: tuple[Route, ...], ip_bound: bool) -> Decision:
+    action = "DIRECT" if routes[0].kind == "DIRECT" else "PROXY"
+    return Decision(action, routes, "PAC returned", dest.url, dest.host, True, False, ip_bound)
+
+
+def test_an_ip_bound_decision_for_another_address_is_explained_as_reject() -> None:
+    dest = Destination("10.0.0.5", 443, "github.com")
+    decision = _pac_decision(dest, (DIRECT,), ip_bound=True)
+    assert name_to_check(dest, decision) == "github.com"
+    out = explanation(decision, select_routes(dest, decision, ("140.82.112.3",)))
+    assert out["action"] == "REJECT" and out["routes"] == []
+    assert "10.0.0.5 is not an address of github.com" in str(out["reason"])
+
+
+def test_a_name_only_on_loopback_is_explained_as_reject_and_the_next_route_kept() -> None:
+    dest = Destination("203.0.113.5", 443, "localhost")
+    proxy = Route("PROXY", "gw.example", 3128)
+    decision = _pac_decision(dest, (DIRECT, proxy), ip_bound=False)
+    out = explanation(decision, select_routes(dest, decision, ("127.0.0.1", "::1")))
+    assert out["action"] == "PROXY" and out["routes"] == ["PROXY gw.example:3128"]
+    assert "proxy host's own addresses" in str(out["refused"])
+    assert "failover" in out
+
+
+def test_a_decision_on_the_ip_needs_no_lookup() -> None:
+    dest = Destination("203.0.113.5", 22)
+    decision = Decision("DIRECT", (DIRECT,), "r", dest.url, dest.host)
+    assert name_to_check(dest, decision) is None
+    out = explanation(decision, select_routes(dest, decision, None))
+    assert out["dial"] == [{"route": "DIRECT", "target": "203.0.113.5", "audit_route": "DIRECT"}]
+    assert "failover" not in out and "refused" not in out
+
+
+def test_parse_resolve() -> None:
+    table = parse_resolve(["GitHub.com.=140.82.112.3", "github.com=::ffff:140.82.112.4"])
+    assert table == {"github.com": ("140.82.112.3", "140.82.112.4")}
+    with pytest.raises(ValueError, match="--resolve"):
+        parse_resolve(["github.com"])

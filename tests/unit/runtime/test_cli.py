@@ -70,7 +70,13 @@ def test_explain_prints_the_decision_as_json(tmp_path: Path) -> None:
             "transparentPorts": "*",
         },
     )
-    out = _explain("--config", cfg, "build.internal.example:443")
+    out = _explain(
+        "--config",
+        cfg,
+        "build.internal.example:443",
+        "--resolve",
+        "build.internal.example=10.1.2.3",
+    )
     assert out.returncode == 0, out.stderr
     decision = json.loads(out.stdout)
     assert decision["action"] == "DIRECT" and decision["routes"] == ["DIRECT"]
@@ -128,7 +134,8 @@ def test_explain_evaluates_an_embedded_pac(tmp_path: Path) -> None:
         ' return "PROXY reject.docker.internal:80"; }'
     )
     cfg = _config(tmp_path, {"mode": "manual", "embeddedPac": script, "transparentPorts": "*"})
-    decision = json.loads(_explain("--config", cfg, "git.corp.example:443").stdout)
+    resolve = ("--resolve", "git.corp.example=198.51.100.9")
+    decision = json.loads(_explain("--config", cfg, "git.corp.example:443", *resolve).stdout)
     assert decision["action"] == "DIRECT"
     assert "PAC returned 'DIRECT'" in decision["reason"]
     decision = json.loads(_explain("--config", cfg, "198.51.100.7:22").stdout)
@@ -278,3 +285,109 @@ def test_log_lines_stay_one_printable_line_whatever_they_quote() -> None:
                 assert all(isinstance(h.formatter, OneLineFormatter) for h in logger.handlers)
     finally:
         root.handlers[:], root.level, audit.handlers[:], audit.propagate = saved
+
+
+# explain runs the proxy's route selection on the decision: where the proxy REJECTs a DIRECT
+# or PROXY decision (the name check), explain says REJECT too, and says what it could not check.
+
+IP_BOUND_PAC = (
+    "function FindProxyForURL(url, host) {"
+    ' if (isInNet(dnsResolve(host), "10.0.0.0", "255.0.0.0")) return "DIRECT";'
+    ' return "PROXY reject.docker.internal:1"; }'
+)
+
+
+def _pac_config(tmp_path: Path, script: str) -> str:
+    return _config(tmp_path, {"mode": "manual", "embeddedPac": script, "transparentPorts": "*"})
+
+
+def test_explain_rejects_an_ip_bound_decision_for_an_address_the_name_does_not_have(
+    tmp_path: Path,
+) -> None:
+    """The PAC was told dnsResolve(host) is the dialled 10.0.0.5 and allowed it; github.com
+    really is 140.82.112.3, so the proxy refuses to connect anywhere: REJECT, not DIRECT."""
+    cfg = _pac_config(tmp_path, IP_BOUND_PAC)
+    args = ("--config", cfg, "github.com:443", "--ip", "10.0.0.5")
+    out = json.loads(_explain(*args, "--resolve", "github.com=140.82.112.3").stdout)
+    assert out["action"] == "REJECT" and out["routes"] == []
+    assert "10.0.0.5 is not an address of github.com" in out["reason"]
+    assert out["dns"] == {"github.com": ["140.82.112.3"]}
+    out = json.loads(_explain(*args, "--resolve", "github.com=10.0.0.5").stdout)
+    assert out["action"] == "DIRECT" and out["dial"][0]["target"] == "10.0.0.5"
+
+
+def test_explain_rejects_a_name_that_resolves_only_to_loopback(tmp_path: Path) -> None:
+    cfg = _pac_config(tmp_path, 'function FindProxyForURL(u, h) { return "DIRECT"; }')
+    args = ("--config", cfg, "localhost:443", "--ip", "203.0.113.5")
+    out = json.loads(_explain(*args, "--resolve", "localhost=127.0.0.1").stdout)
+    assert out["action"] == "REJECT"
+    assert "resolves only to the proxy host's own addresses" in out["reason"]
+    # Static policies too: Docker's own example excludes localhost.
+    static = _config(
+        tmp_path, {"mode": "manual", "exclude": ["localhost"], "transparentPorts": "*"}
+    )
+    out = json.loads(
+        _explain("--config", static, "localhost:80", "--resolve", "localhost=::1").stdout
+    )
+    assert out["action"] == "REJECT" and "proxy host's own addresses" in out["reason"]
+
+
+def test_explain_shows_a_spoofed_name_dialled_by_name(tmp_path: Path) -> None:
+    cfg = _pac_config(tmp_path, 'function FindProxyForURL(u, h) { return "DIRECT"; }')
+    out = json.loads(
+        _explain(
+            *("--config", cfg, "allowed.example:443", "--ip", "203.0.113.66"),
+            *("--resolve", "allowed.example=203.0.113.10"),
+        ).stdout
+    )
+    assert out["action"] == "DIRECT"
+    assert out["dial"] == [
+        {
+            "route": "DIRECT",
+            "target": "203.0.113.10",
+            "audit_route": "DIRECT 203.0.113.10 (by name)",
+        }
+    ]
+
+
+def test_explain_without_a_lookup_answer_says_the_proxy_would_reject(tmp_path: Path) -> None:
+    """The hermetic table has no answer for the name: the proxy would REJECT it."""
+    cfg = _pac_config(tmp_path, 'function FindProxyForURL(u, h) { return "DIRECT"; }')
+    out = json.loads(
+        _explain(
+            "--config", cfg, "nx.example:443", "--ip", "203.0.113.5", "--resolve", "a.b=1.2.3.4"
+        ).stdout
+    )
+    assert out["action"] == "REJECT" and "does not resolve" in out["reason"]
+    assert any("does not resolve with the --resolve table" in n for n in out["unchecked"])
+
+
+def test_explain_says_what_it_could_not_check_without_ip(tmp_path: Path) -> None:
+    cfg = _pac_config(tmp_path, IP_BOUND_PAC)
+    out = json.loads(
+        _explain("--config", cfg, "github.com:443", "--resolve", "github.com=10.0.0.7").stdout
+    )
+    assert any("no --ip given" in note for note in out["unchecked"])
+
+
+def test_explain_client_reproduces_a_my_ip_address_rule(tmp_path: Path) -> None:
+    script = (
+        "function FindProxyForURL(url, host) {"
+        ' if (isInNet(myIpAddress(), "10.1.0.0", "255.255.0.0")) return "PROXY gw.example:3128";'
+        ' return "PROXY reject.docker.internal:1"; }'
+    )
+    cfg = _pac_config(tmp_path, script)
+    out = json.loads(_explain("--config", cfg, "203.0.113.5:22", "--client", "10.1.2.3").stdout)
+    assert out["action"] == "PROXY" and out["routes"] == ["PROXY gw.example:3128"]
+    assert "failover" in out and "407 included" in out["failover"]
+    out = json.loads(_explain("--config", cfg, "203.0.113.5:22").stdout)
+    assert out["action"] == "REJECT"
+    assert any("no --client was given" in note for note in out["unchecked"])
+    bad = _explain("--config", cfg, "203.0.113.5:22", "--client", "nope")
+    assert bad.returncode == 2 and "--client 'nope' is not an IP address" in bad.stderr
+
+
+@pytest.mark.parametrize("item", ["github.com", "=1.2.3.4", "github.com=nope", "bad_name=1.2.3.4"])
+def test_explain_refuses_a_bad_resolve(item: str) -> None:
+    out = _explain("www.example.org:443", "--resolve", item)
+    assert out.returncode == 2 and "--resolve" in out.stderr
