@@ -15,10 +15,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from pac.sandbox import AsyncPacSandbox, Limits
+from proxy.config import RunConfig
 from proxy.pac_decider import PacDecider
 from proxy.pac_source import PacSettings, PacSnapshot, PacSource, warn_about_plain_http
 from proxy.resolver import NameResolver
-from proxy.server import Background, RunSettings, serve
+from proxy.server import Background, serve
 from proxy.workers import control_reader, supervise
 from rules.policy import Policy
 from rules.settings import ContainersProxyConfig
@@ -28,13 +29,14 @@ log = logging.getLogger("airgap.proxy")
 
 @dataclass(slots=True)
 class PacOptions:
-    """How PAC scripts are fetched and evaluated (the `--pac-*` options)."""
+    """The PAC machinery of one run, built from `proxy.config.PacConfig`: the download
+    settings (with their TLS context), the sandbox bounds and the evaluator pool."""
 
     source: PacSettings
     limits: Limits
-    engine: str = "pacparser"
-    evaluators: int = 2
-    max_queue: int = 256
+    engine: str
+    evaluators: int
+    max_queue: int
 
 
 def pac_ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
@@ -90,7 +92,7 @@ def _guarded(source: PacSource) -> Background:
 
 
 async def run_worker(
-    settings: RunSettings,
+    settings: RunConfig,
     cfg: ContainersProxyConfig,
     policy: Policy,
     pac: PacOptions,
@@ -121,7 +123,7 @@ async def run_supervisor(
     cfg: ContainersProxyConfig,
     policy: Policy,
     pac: PacOptions,
-    drain_timeout: float = 30.0,
+    drain_timeout: float,
 ) -> int:
     """N workers; with a PAC, one download for all of them."""
     feed = None
