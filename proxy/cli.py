@@ -22,13 +22,13 @@ import uvloop
 from pac import addr
 from proxy import firewall as firewall_cmd
 from proxy.config import DEFAULT_LISTEN, DEFAULTS, PacConfig, RunConfig
+from proxy.control import CONTROL_FD_ENV
+from proxy.launch import PacOptions, make_source, pac_ssl_context, run_supervisor, run_worker
 from proxy.pac_decider import PacDecider
 from proxy.pac_source import PacSettings
 from proxy.resolver import NameResolver
-from proxy.runtime import PacOptions, make_source, pac_ssl_context, run_supervisor, run_worker
 from proxy.splice_relay import FDS_PER_CONNECTION as SPLICE_FDS
 from proxy.splice_relay import unavailable as splice_unavailable
-from proxy.workers import CONTROL_FD_ENV
 from rules.config import ConfigError, ContainersProxyConfig, load_config, parse_config_text
 from rules.explain import explain, explain_destination, with_note
 from rules.firewall import DEFAULT_MARK

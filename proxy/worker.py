@@ -20,10 +20,10 @@ from collections.abc import Awaitable, Callable, Container, Sequence
 from pac.addr import format_hostport
 from proxy.config import RunConfig
 from proxy.connection import Decider, Intercepted, ProxyContext
+from proxy.control import STOP_SIGNALS
 from proxy.resolver import NameResolver
 from proxy.route_health import BadProxies
 from proxy.upstream import ConnectOptions
-from proxy.workers import STOP_SIGNALS
 
 log = logging.getLogger("airgap.proxy")
 
@@ -112,7 +112,7 @@ async def serve(
     stop = asyncio.Event()
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
-    # A worker starts with these blocked (proxy.workers): one sent early is handled now.
+    # A worker starts with these blocked (proxy.supervisor): one sent early is handled now.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     try:
         servers = await _listen(settings, ctx)
