@@ -444,14 +444,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="repeatable; default 127.0.0.1:15001 and [::1]:15001",
     )
-    seconds = {"metavar": "SECONDS"}
-    run.add_argument("--peek-timeout", type=_positive, default=DEFAULTS.peek_timeout, **seconds)
     run.add_argument(
-        "--connect-timeout", type=_positive, default=DEFAULTS.connect_timeout, **seconds
+        "--peek-timeout", type=_positive, default=DEFAULTS.peek_timeout, metavar="SECONDS"
     )
-    run.add_argument("--idle-timeout", type=_positive, default=DEFAULTS.idle_timeout, **seconds)
     run.add_argument(
-        "--drain-timeout", type=_nonnegative, default=DEFAULTS.drain_timeout, **seconds
+        "--connect-timeout", type=_positive, default=DEFAULTS.connect_timeout, metavar="SECONDS"
+    )
+    run.add_argument(
+        "--idle-timeout", type=_positive, default=DEFAULTS.idle_timeout, metavar="SECONDS"
+    )
+    run.add_argument(
+        "--drain-timeout", type=_nonnegative, default=DEFAULTS.drain_timeout, metavar="SECONDS"
     )
     run.add_argument(
         "--max-connections",

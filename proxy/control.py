@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 
 from proxy.pac_source import PacSnapshot
@@ -105,7 +105,7 @@ class _ControlReader(asyncio.Protocol):
 
 def control_reader(
     fd: int, on_snapshot: Callable[[PacSnapshot], Awaitable[None]] | None
-) -> Callable[[asyncio.Event], Awaitable[None]]:
+) -> Callable[[asyncio.Event], Coroutine[None, None, None]]:
     """A `serve()` background job that follows the supervisor's control pipe."""
 
     async def follow(stop: asyncio.Event) -> None:

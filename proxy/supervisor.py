@@ -21,7 +21,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 
 from proxy.control import CONTROL_FD_ENV, STOP_MESSAGE, STOP_SIGNALS
 
@@ -30,6 +30,8 @@ log = logging.getLogger("airgap.proxy")
 RESTART_PAUSE = 1.0
 #: Sends one message line to every worker (and to each one started later).
 Broadcast = Callable[[bytes], Awaitable[None]]
+#: Runs beside the workers, broadcasting what they must all be told.
+Feed = Callable[[Broadcast], Coroutine[None, None, None]]
 
 
 class _Worker:
@@ -44,7 +46,7 @@ class _Worker:
 async def supervise(
     count: int,
     worker_argv: Sequence[str],
-    feed: Callable[[Broadcast], Awaitable[None]] | None,
+    feed: Feed | None,
     drain_timeout: float,
     first_message: bytes | None = None,
 ) -> int:
@@ -76,7 +78,7 @@ async def supervise(
         finally:
             os.close(read_fd)
         pipe, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(write_fd, "wb"))
-        worker = _Worker(index, proc, pipe)  # type: ignore[arg-type]
+        worker = _Worker(index, proc, pipe)
         if latest is not None:
             pipe.write(latest)
         return worker

@@ -15,7 +15,7 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Awaitable, Callable, Container, Sequence
+from collections.abc import Callable, Container, Coroutine, Sequence
 
 from pac.addr import format_hostport
 from proxy.config import RunConfig
@@ -50,7 +50,7 @@ def _dual_stack_socket(port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
-async def _listen(settings: RunConfig, ctx: ProxyContext) -> list[asyncio.AbstractServer]:
+async def _listen(settings: RunConfig, ctx: ProxyContext) -> list[asyncio.Server]:
     loop = asyncio.get_running_loop()
     servers = []
     for host, port in settings.listen:
@@ -77,7 +77,7 @@ async def _listen(settings: RunConfig, ctx: ProxyContext) -> list[asyncio.Abstra
     return servers
 
 
-Background = Callable[[asyncio.Event], Awaitable[None]]
+Background = Callable[[asyncio.Event], Coroutine[None, None, None]]
 
 
 async def serve(
