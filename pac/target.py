@@ -9,16 +9,16 @@ asks the script the very question the proxy will ask.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import idna
 
+from pac import addr
+
 _LDH = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _NUMERIC = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)")
-_PORT = re.compile(r"[0-9]{1,5}")  # ASCII only: str.isdigit() is True for "²" and "１"
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443, "ftp": 21}
 
 
@@ -42,12 +42,9 @@ def canonical_ip(text: str) -> str | None:
     if "%" in text:
         return None
     try:
-        addr = ipaddress.ip_address(text)
+        return addr.canonical_ip(text)
     except ValueError:
         return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return str(addr)
 
 
 def canonical_name(text: str) -> str:
@@ -81,14 +78,14 @@ def canonical_host(text: str) -> str:
 def proxy_url(host: str, port: int) -> str:
     """`scheme://host:port` as the proxy builds it."""
     scheme = "https" if port == 443 else "http"
-    shown = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{shown}:{port}"
+    return f"{scheme}://{addr.format_hostport(host, port)}"
 
 
 def _port(text: str, what: str) -> int:
-    if not _PORT.fullmatch(text) or not 1 <= int(text) <= 65535:
-        raise TargetError(f"{what}: port must be 1-65535, got {text!r}")
-    return int(text)
+    try:
+        return addr.parse_port(text)
+    except ValueError:
+        raise TargetError(f"{what}: port must be 1-65535, got {text!r}") from None
 
 
 def _no_controls(text: str) -> None:

@@ -1,6 +1,6 @@
 """The `airgap-proxy` command: `run`, `explain`, `iptables`.
 
-This is the only place that composes `rules/`, `pac/` and `proxy/` (design.md).
+This is the only place that composes `rules/`, `pac/` and `proxy/`; nothing imports it.
 """
 
 from __future__ import annotations
@@ -15,13 +15,22 @@ import resource
 import socket
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
+import uvloop
+
+from pac import addr
+from proxy import firewall as firewall_cmd
+from proxy.config import DEFAULT_LISTEN, DEFAULTS, PacConfig, RunConfig
+from proxy.control import CONTROL_FD_ENV
+from proxy.explain import run_explain
+from proxy.launch import PacOptions, pac_ssl_context, run_supervisor, run_worker
+from proxy.pac_source import PacSettings
+from proxy.splice_relay import FDS_PER_CONNECTION as SPLICE_FDS
+from proxy.splice_relay import unavailable as splice_unavailable
 from rules.config import ConfigError, ContainersProxyConfig, load_config, parse_config_text
+from rules.explain import parse_resolve
+from rules.firewall import DEFAULT_MARK
 from rules.policy import Policy
-
-if TYPE_CHECKING:
-    from proxy.runtime import PacOptions
 
 log = logging.getLogger("airgap.proxy")
 
@@ -41,20 +50,10 @@ DEFAULT_POLICY = """{
 
 def parse_hostport(text: str) -> tuple[str, int]:
     """`host:port` or `[v6]:port` → (host, port); raises ValueError with a clear message."""
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or not rest.startswith(":"):
-            raise ValueError(f"{text!r}: expected [IPv6]:PORT")
-        port_text = rest[1:]
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep or ":" in host:
-            raise ValueError(f"{text!r}: expected HOST:PORT (IPv6 as [ADDR]:PORT)")
-    if not host:
-        raise ValueError(f"{text!r}: missing host")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"{text!r}: port must be 1-65535")
-    return host, int(port_text)
+    try:
+        return addr.parse_hostport(text)
+    except ValueError as exc:
+        raise ValueError(f"{text!r}: {exc}") from None
 
 
 #: Descriptors kept back for listeners, logs, PAC pipes and the like.
@@ -87,8 +86,6 @@ def max_connections(requested: int, splice: bool) -> int:
     An explicit value the limit cannot hold is refused rather than capped: every connection
     past the limit would fail at accept or set-up (fail loud, at start-up).
     """
-    from proxy.splice_relay import FDS_PER_CONNECTION as SPLICE_FDS
-
     per_connection = SPLICE_FDS if splice else FDS_PER_CONNECTION
     allowed = default_max_connections(per_connection)
     if requested <= 0:
@@ -173,8 +170,6 @@ def resolve_mark(requested: int | None) -> int | None:
     it: so the default rules never loop the proxy into itself. An explicit mark that cannot
     be set is an error (ValueError); `--mark 0` turns marking off.
     """
-    from rules.firewall import DEFAULT_MARK
-
     if requested == 0:
         return None
     if requested is None:
@@ -247,76 +242,102 @@ def redirect_hint(cfg: ContainersProxyConfig, port: int) -> str:
     )
 
 
-def pac_options(args: argparse.Namespace) -> PacOptions:
-    """The `--pac-*` options as the runtime takes them."""
-    from pac.sandbox import Limits
-    from proxy.pac_source import PacSettings
-    from proxy.runtime import PacOptions, pac_ssl_context
+class UsageError(Exception):
+    """An option that is wrong, or that this machine cannot honour: one line, exit status 2."""
 
+
+def pac_config(args: argparse.Namespace) -> PacConfig:
+    """The `--pac-*` options (`explain` has no evaluator pool options: it evaluates once)."""
+    return PacConfig(
+        refresh=args.pac_refresh,
+        fetch_timeout=args.pac_timeout,
+        retry_max=args.pac_retry_max,
+        stale_grace=args.pac_stale_grace,
+        max_bytes=args.pac_max_bytes,
+        eval_timeout=args.pac_eval_timeout,
+        memory_mib=args.pac_memory_mib,
+        engine=args.pac_engine,
+        evaluators=getattr(args, "pac_evaluators", DEFAULTS.pac.evaluators),
+        queue=getattr(args, "pac_queue", DEFAULTS.pac.queue),
+    )
+
+
+def pac_options(pac: PacConfig, ca_bundle: str | None, mark: int | None) -> PacOptions:
+    """The PAC machinery's settings, with the TLS context PAC downloads are verified with."""
+    try:
+        ssl_context = pac_ssl_context(ca_bundle)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     return PacOptions(
         source=PacSettings(
-            refresh=args.pac_refresh,
-            timeout=args.pac_timeout,
-            retry_max=args.pac_retry_max,
-            stale_grace=args.pac_stale_grace,
-            max_bytes=args.pac_max_bytes,
-            ssl_context=pac_ssl_context(args.ca_bundle),
-            mark=getattr(args, "mark", None),
+            refresh=pac.refresh,
+            timeout=pac.fetch_timeout,
+            retry_max=pac.retry_max,
+            stale_grace=pac.stale_grace,
+            max_bytes=pac.max_bytes,
+            ssl_context=ssl_context,
+            mark=mark,
         ),
-        limits=Limits(
-            time=args.pac_eval_timeout,
-            memory=args.pac_memory_mib << 20,
-            script_bytes=args.pac_max_bytes,
-        ),
-        engine=args.pac_engine,
-        evaluators=getattr(args, "pac_evaluators", 2),
-        max_queue=getattr(args, "pac_queue", 256),
+        limits=pac.limits(),
+        engine=pac.engine,
+        evaluators=pac.evaluators,
+        max_queue=pac.queue,
+    )
+
+
+def run_config(args: argparse.Namespace, worker: bool) -> RunConfig:
+    """`run`'s options, checked against this machine, as one `RunConfig` (or a UsageError).
+
+    `worker`: this process is one worker of a supervisor, which shares its listeners.
+    """
+    try:
+        listen = tuple(parse_hostport(x) for x in args.listen) if args.listen else DEFAULT_LISTEN
+    except ValueError as exc:
+        raise UsageError(f"--listen {exc}") from None
+    try:
+        mark = resolve_mark(args.mark)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.splice:
+        why = splice_unavailable()
+        if why is not None:
+            raise UsageError(f"--splice: {why}")
+    try:
+        limit = max_connections(args.max_connections, args.splice)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return RunConfig(
+        config_path=args.config,
+        listen=listen,
+        listen_is_default=not args.listen,
+        peek_timeout=args.peek_timeout,
+        connect_timeout=args.connect_timeout,
+        idle_timeout=args.idle_timeout,
+        drain_timeout=args.drain_timeout,
+        max_connections=limit,
+        splice=args.splice,
+        mark=mark,
+        workers=1 if worker else args.workers,
+        ca_bundle=args.ca_bundle,
+        bad_proxy_ttl=args.bad_proxy_ttl,
+        log_format=args.log_format,
+        log_level=args.log_level,
+        reuse_port=worker,
+        pac=pac_config(args),
     )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import uvloop
-
-    from proxy.runtime import run_supervisor, run_worker
-    from proxy.server import DEFAULT_LISTEN, RunSettings
-    from proxy.workers import CONTROL_FD_ENV
-
     _setup_logging(args.log_level, args.log_format == "json")
     control = os.environ.pop(CONTROL_FD_ENV, None)
-    control_fd = int(control) if control and control.isdigit() else None
+    control_fd = int(control) if control and control.isascii() and control.isdigit() else None
     try:
         cfg, policy = load_policy(args.config)
-    except ConfigError as exc:
+        config = run_config(args, worker=control_fd is not None)
+        pac = pac_options(config.pac, config.ca_bundle, config.mark)
+    except (ConfigError, UsageError) as exc:
         print(f"airgap-proxy: {exc}", file=sys.stderr)
         return 2
-    try:
-        listen = [parse_hostport(x) for x in args.listen] if args.listen else list(DEFAULT_LISTEN)
-    except ValueError as exc:
-        print(f"airgap-proxy: --listen {exc}", file=sys.stderr)
-        return 2
-    try:
-        args.mark = resolve_mark(args.mark)
-    except ValueError as exc:
-        print(f"airgap-proxy: {exc}", file=sys.stderr)
-        return 2
-    if args.splice:
-        from proxy.splice_relay import unavailable
-
-        why = unavailable()
-        if why is not None:
-            print(f"airgap-proxy: --splice: {why}", file=sys.stderr)
-            return 2
-    try:
-        limit = max_connections(args.max_connections, args.splice)
-    except ValueError as exc:
-        print(f"airgap-proxy: {exc}", file=sys.stderr)
-        return 2
-    try:
-        pac = pac_options(args)
-    except ValueError as exc:
-        print(f"airgap-proxy: {exc}", file=sys.stderr)
-        return 2
-    workers = 1 if control_fd is not None else max(1, args.workers)
     # Name lookups (`getaddrinfo`) each block a thread of libuv's pool for as long as the
     # host's resolver takes; with libuv's default of 4, a client sending a few names whose
     # DNS servers never answer would delay every other connection's lookup. Read by libuv
@@ -330,42 +351,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.info(
             "send one group's traffic here (GID: that group's id; the proxy runs in another"
             " group, so it cannot loop): %s",
-            redirect_hint(cfg, listen[0][1]),
+            redirect_hint(cfg, config.listen[0][1]),
         )
         log.info("or review the full rule set with: airgap-proxy iptables show --config FILE")
-    if workers > 1:
-        log.info("starting %d workers", workers)
+    if config.workers > 1:
+        log.info("starting %d workers", config.workers)
         argv = [*sys.argv[1:], "--workers", "1"]
-        return uvloop.run(run_supervisor(workers, argv, cfg, policy, pac, args.drain_timeout))
-    settings = RunSettings(
-        listen=listen,
-        listen_is_default=not args.listen,
-        peek_timeout=args.peek_timeout,
-        connect_timeout=args.connect_timeout,
-        idle_timeout=args.idle_timeout,
-        drain_timeout=args.drain_timeout,
-        max_connections=limit,
-        mark=args.mark,
-        ca_bundle=args.ca_bundle,
-        json_logs=args.log_format == "json",
-        reuse_port=control_fd is not None,
-        bad_proxy_ttl=args.bad_proxy_ttl,
-        splice=args.splice,
-    )
-    return uvloop.run(run_worker(settings, cfg, policy, pac, control_fd))
+        return uvloop.run(
+            run_supervisor(config.workers, argv, cfg, policy, pac, config.drain_timeout)
+        )
+    return uvloop.run(run_worker(config, cfg, policy, pac, control_fd))
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from proxy.explain import run_explain
-    from rules.explain import parse_resolve
-
     logging.basicConfig(level=logging.WARNING, format="airgap-proxy explain: %(message)s")
     try:
         cfg, policy = load_policy(args.config)
         table = parse_resolve(args.resolve) if args.resolve else None
-        pac = pac_options(args) if policy.uses_pac else None
+        pac = pac_options(pac_config(args), args.ca_bundle, None) if policy.uses_pac else None
         out = asyncio.run(run_explain(cfg, policy, pac, args.dest, args.ip, args.client, table))
-    except (ConfigError, ValueError) as exc:
+    except (ConfigError, UsageError, ValueError) as exc:
         print(f"airgap-proxy explain: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(out))
@@ -374,22 +379,29 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def add_pac_arguments(parser: argparse.ArgumentParser) -> None:
     """PAC options shared by `run` and `explain` (they fetch and evaluate the same way)."""
+    pac = DEFAULTS.pac
     group = parser.add_argument_group("PAC")
-    group.add_argument("--pac-refresh", type=_at_least_one, default=300.0, metavar="SECONDS")
-    group.add_argument("--pac-timeout", type=_positive, default=10.0, metavar="SECONDS")
-    group.add_argument("--pac-retry-max", type=_at_least_one, default=60.0, metavar="SECONDS")
+    group.add_argument("--pac-refresh", type=_at_least_one, default=pac.refresh, metavar="SECONDS")
+    group.add_argument(
+        "--pac-timeout", type=_positive, default=pac.fetch_timeout, metavar="SECONDS"
+    )
+    group.add_argument(
+        "--pac-retry-max", type=_at_least_one, default=pac.retry_max, metavar="SECONDS"
+    )
     group.add_argument(
         "--pac-stale-grace",
         type=_nonnegative,
-        default=0.0,
+        default=pac.stale_grace,
         metavar="SECONDS",
         help="keep the last good script this long after downloads fail "
         "(default 0: fail closed at once)",
     )
-    group.add_argument("--pac-max-bytes", type=_count(1), default=1 << 20, metavar="BYTES")
-    group.add_argument("--pac-eval-timeout", type=_positive, default=1.0, metavar="SECONDS")
-    group.add_argument("--pac-memory-mib", type=_count(16), default=256, metavar="MIB")
-    group.add_argument("--pac-engine", choices=("pacparser", "dukpy"), default="pacparser")
+    group.add_argument("--pac-max-bytes", type=_count(1), default=pac.max_bytes, metavar="BYTES")
+    group.add_argument(
+        "--pac-eval-timeout", type=_positive, default=pac.eval_timeout, metavar="SECONDS"
+    )
+    group.add_argument("--pac-memory-mib", type=_count(16), default=pac.memory_mib, metavar="MIB")
+    group.add_argument("--pac-engine", choices=("pacparser", "dukpy"), default=pac.engine)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -406,14 +418,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="repeatable; default 127.0.0.1:15001 and [::1]:15001",
     )
-    run.add_argument("--peek-timeout", type=_positive, default=2.0, metavar="SECONDS")
-    run.add_argument("--connect-timeout", type=_positive, default=10.0, metavar="SECONDS")
-    run.add_argument("--idle-timeout", type=_positive, default=600.0, metavar="SECONDS")
-    run.add_argument("--drain-timeout", type=_nonnegative, default=30.0, metavar="SECONDS")
+    run.add_argument(
+        "--peek-timeout", type=_positive, default=DEFAULTS.peek_timeout, metavar="SECONDS"
+    )
+    run.add_argument(
+        "--connect-timeout", type=_positive, default=DEFAULTS.connect_timeout, metavar="SECONDS"
+    )
+    run.add_argument(
+        "--idle-timeout", type=_positive, default=DEFAULTS.idle_timeout, metavar="SECONDS"
+    )
+    run.add_argument(
+        "--drain-timeout", type=_nonnegative, default=DEFAULTS.drain_timeout, metavar="SECONDS"
+    )
     run.add_argument(
         "--max-connections",
         type=_count(0),
-        default=0,
+        default=DEFAULTS.max_connections,
         help="default: (file-descriptor limit - 64) / 2, each relay holding two; "
         "/ 6 under --splice; a higher explicit value is refused",
     )
@@ -432,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--workers",
         type=_count(1),
-        default=os.cpu_count() or 1,
+        default=DEFAULTS.workers,
         help="worker processes sharing the listeners via SO_REUSEPORT (default: CPUs)",
     )
     run.add_argument("--ca-bundle", help="CA file for proxies reached over TLS (HTTPS h:p)")
@@ -440,26 +460,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--pac-evaluators",
         type=_count(1),
-        default=2,
+        default=DEFAULTS.pac.evaluators,
         metavar="N",
-        help="PAC engine processes per worker (default 2)",
+        help=f"PAC engine processes per worker (default {DEFAULTS.pac.evaluators})",
     )
     run.add_argument(
         "--pac-queue",
         type=_count(1),
-        default=256,
+        default=DEFAULTS.pac.queue,
         metavar="N",
         help="PAC evaluations that may wait (beyond: REJECT, PAC overloaded)",
     )
     run.add_argument(
         "--bad-proxy-ttl",
         type=_nonnegative,
-        default=300.0,
+        default=DEFAULTS.bad_proxy_ttl,
         metavar="SECONDS",
-        help="how long a failed proxy is tried last (default 300)",
+        help=f"how long a failed proxy is tried last (default {DEFAULTS.bad_proxy_ttl:g})",
     )
-    run.add_argument("--log-format", choices=("text", "json"), default="text")
-    run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    run.add_argument("--log-format", choices=("text", "json"), default=DEFAULTS.log_format)
+    run.add_argument(
+        "--log-level", default=DEFAULTS.log_level, choices=("debug", "info", "warning", "error")
+    )
     run.set_defaults(func=cmd_run)
 
     explain = sub.add_parser("explain", help="print the decision for one destination as JSON")
@@ -484,13 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.set_defaults(func=cmd_explain)
 
     firewall = sub.add_parser("iptables", help="generate, apply or remove the redirect rules")
-    try:
-        from proxy import firewall as firewall_cmd
-    except ImportError:  # pragma: no cover - only while the module is being written
-        firewall.set_defaults(func=lambda _a: 2)
-    else:
-        firewall_cmd.add_arguments(firewall)
-        firewall.set_defaults(func=firewall_cmd.main)
+    firewall_cmd.add_arguments(firewall)
+    firewall.set_defaults(func=firewall_cmd.main)
     return parser
 
 

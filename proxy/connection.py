@@ -19,10 +19,11 @@ import time
 from collections.abc import Awaitable, Callable, Container
 from dataclasses import dataclass, field
 
+from pac.addr import socket_ip as canonical_ip
 from proxy import reject_wire
 from proxy.audit import ConnectionRecord, emit
 from proxy.deadlines import Deadlines
-from proxy.origdst import canonical_ip, original_destination
+from proxy.origdst import original_destination
 from proxy.relay import Half, pair
 from proxy.resolver import NameResolver
 from proxy.route_health import BadProxies

@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 
+from proxy.launch import PacOptions, make_source
 from proxy.pac_decider import PacDecider
 from proxy.resolver import NameResolver
-from proxy.runtime import PacOptions, make_source
 from rules.config import ContainersProxyConfig
 from rules.explain import (
     explain_destination,

@@ -7,23 +7,14 @@ the listener's own address, which the caller refuses (the proxy is never an open
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import struct
+
+from pac.addr import socket_ip
 
 SO_ORIGINAL_DST = 80  # <linux/netfilter_ipv4.h>
 IP6T_SO_ORIGINAL_DST = 80  # <linux/netfilter_ipv6/ip6_tables.h>
 _SOCKADDR_IN6_LEN = 28
-
-
-def canonical_ip(ip: str) -> str:
-    """An address in its canonical text, IPv4-mapped IPv6 folded to IPv4 (design.md)."""
-    if ":" not in ip:
-        return ip  # the kernel's IPv4 text is canonical already
-    addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return str(addr.ipv4_mapped)
-    return str(addr)
 
 
 def original_destination(sock: socket.socket) -> tuple[str, int]:
@@ -63,4 +54,4 @@ def parse_sockaddr_in6(raw: bytes) -> tuple[str, int]:
     port = struct.unpack_from("!H", raw, 2)[0]
     if port == 0:
         raise OSError("original destination has port 0")
-    return canonical_ip(socket.inet_ntop(socket.AF_INET6, raw[8:24])), port
+    return socket_ip(socket.inet_ntop(socket.AF_INET6, raw[8:24])), port

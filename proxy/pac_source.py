@@ -28,6 +28,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from pac.loader import Fetched, PacSourceError, check_size, decode_pac, fetch_pac_with
+from proxy.config import DEFAULTS
 
 log = logging.getLogger("airgap.pac")
 
@@ -65,11 +66,11 @@ UNLOADED = PacSnapshot(None, error="PAC not loaded yet")
 class PacSettings:
     """The `--pac-*` tunables."""
 
-    refresh: float = 300.0
-    timeout: float = 10.0
-    retry_max: float = 60.0
-    stale_grace: float = 0.0
-    max_bytes: int = 1 << 20
+    refresh: float = DEFAULTS.pac.refresh
+    timeout: float = DEFAULTS.pac.fetch_timeout
+    retry_max: float = DEFAULTS.pac.retry_max
+    stale_grace: float = DEFAULTS.pac.stale_grace
+    max_bytes: int = DEFAULTS.pac.max_bytes
     ssl_context: ssl.SSLContext | None = None
     mark: int | None = None
 

@@ -12,7 +12,7 @@ import asyncio
 import socket
 import time
 
-from proxy.origdst import canonical_ip
+from pac.addr import socket_ip
 
 
 class NameResolver:
@@ -95,7 +95,7 @@ class NameResolver:
         seen: dict[str, None] = {}
         for family, _type, _proto, _canon, sockaddr in infos:
             if family in (socket.AF_INET, socket.AF_INET6):
-                seen.setdefault(canonical_ip(str(sockaddr[0])), None)
+                seen.setdefault(socket_ip(str(sockaddr[0])), None)
         return tuple(seen)
 
 

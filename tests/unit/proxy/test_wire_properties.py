@@ -15,7 +15,8 @@ import unicodedata
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from proxy.origdst import canonical_ip, parse_sockaddr_in, parse_sockaddr_in6
+from pac.addr import socket_ip as canonical_ip
+from proxy.origdst import parse_sockaddr_in, parse_sockaddr_in6
 from proxy.reject_wire import (
     MAX_HOST_CHARS,
     MAX_REASON_CHARS,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.runtime import pac_ssl_context
-from proxy.server import _ssl_context
+from proxy.launch import pac_ssl_context
+from proxy.worker import _ssl_context
 
 
 @pytest.fixture(scope="module")

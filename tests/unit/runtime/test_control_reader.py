@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 
+from proxy.control import _ControlReader
 from proxy.pac_source import PacSnapshot
-from proxy.workers import _ControlReader
 
 
 def test_finished_snapshot_swaps_are_not_kept() -> None:

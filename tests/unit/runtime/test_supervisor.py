@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from proxy import workers
+from proxy import supervisor as workers
 
 #: A stand-in worker: reads its control pipe until the supervisor closes it, then exits 0.
 FAKE_WORKER = (

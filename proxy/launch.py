@@ -3,7 +3,7 @@
 A static policy decides synchronously. A PAC policy gets a `PacDecider` (evaluation off the
 event loop) fed by a `PacSource`: in a single process the source runs beside the listeners;
 with several workers it runs once, in the supervisor, which sends each worker the same
-snapshot over its control pipe (`proxy.workers`).
+snapshot over its control pipe (`proxy.supervisor`).
 """
 
 from __future__ import annotations
@@ -15,11 +15,20 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from pac.sandbox import AsyncPacSandbox, Limits
+from proxy import control
+from proxy.config import RunConfig
+from proxy.control import control_reader
 from proxy.pac_decider import PacDecider
-from proxy.pac_source import PacSettings, PacSnapshot, PacSource, warn_about_plain_http
+from proxy.pac_source import (
+    UNLOADED,
+    PacSettings,
+    PacSnapshot,
+    PacSource,
+    warn_about_plain_http,
+)
 from proxy.resolver import NameResolver
-from proxy.server import Background, RunSettings, serve
-from proxy.workers import control_reader, supervise
+from proxy.supervisor import Broadcast, supervise
+from proxy.worker import Background, serve
 from rules.policy import Policy
 from rules.settings import ContainersProxyConfig
 
@@ -28,13 +37,14 @@ log = logging.getLogger("airgap.proxy")
 
 @dataclass(slots=True)
 class PacOptions:
-    """How PAC scripts are fetched and evaluated (the `--pac-*` options)."""
+    """The PAC machinery of one run, built from `proxy.config.PacConfig`: the download
+    settings (with their TLS context), the sandbox bounds and the evaluator pool."""
 
     source: PacSettings
     limits: Limits
-    engine: str = "pacparser"
-    evaluators: int = 2
-    max_queue: int = 256
+    engine: str
+    evaluators: int
+    max_queue: int
 
 
 def pac_ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
@@ -90,7 +100,7 @@ def _guarded(source: PacSource) -> Background:
 
 
 async def run_worker(
-    settings: RunSettings,
+    settings: RunConfig,
     cfg: ContainersProxyConfig,
     policy: Policy,
     pac: PacOptions,
@@ -121,14 +131,17 @@ async def run_supervisor(
     cfg: ContainersProxyConfig,
     policy: Policy,
     pac: PacOptions,
-    drain_timeout: float = 30.0,
+    drain_timeout: float,
 ) -> int:
     """N workers; with a PAC, one download for all of them."""
-    feed = None
-    if policy.uses_pac:
+    if not policy.uses_pac:
+        return await supervise(count, worker_argv, None, drain_timeout)
 
-        async def feed(broadcast: Callable[[PacSnapshot], Awaitable[None]]) -> None:
-            source = make_source(cfg, pac, broadcast)
-            await _guarded(source)(asyncio.Event())
+    async def feed(broadcast: Broadcast) -> None:
+        async def publish(snap: PacSnapshot) -> None:
+            await broadcast(control.snapshot_message(snap))
 
-    return await supervise(count, worker_argv, feed, drain_timeout)
+        await _guarded(make_source(cfg, pac, publish))(asyncio.Event())
+
+    first = control.snapshot_message(UNLOADED)
+    return await supervise(count, worker_argv, feed, drain_timeout, first)

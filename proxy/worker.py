@@ -15,37 +15,17 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Awaitable, Callable, Container, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Container, Coroutine, Sequence
 
+from pac.addr import format_hostport
+from proxy.config import RunConfig
 from proxy.connection import Decider, Intercepted, ProxyContext
+from proxy.control import STOP_SIGNALS
 from proxy.resolver import NameResolver
 from proxy.route_health import BadProxies
 from proxy.upstream import ConnectOptions
-from proxy.workers import STOP_SIGNALS
 
 log = logging.getLogger("airgap.proxy")
-
-DEFAULT_LISTEN = (("127.0.0.1", 15001), ("::1", 15001))
-
-
-@dataclass(slots=True)
-class RunSettings:
-    """The `airgap-proxy run` tunables (names and defaults as the CLI documents them)."""
-
-    listen: list[tuple[str, int]] = field(default_factory=lambda: list(DEFAULT_LISTEN))
-    listen_is_default: bool = True
-    peek_timeout: float = 2.0
-    connect_timeout: float = 10.0
-    idle_timeout: float = 600.0
-    drain_timeout: float = 30.0
-    max_connections: int = 10_000
-    mark: int | None = None
-    ca_bundle: str | None = None
-    json_logs: bool = False
-    reuse_port: bool = False
-    bad_proxy_ttl: float = 300.0
-    splice: bool = False
 
 
 def _ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
@@ -70,7 +50,7 @@ def _dual_stack_socket(port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
-async def _listen(settings: RunSettings, ctx: ProxyContext) -> list[asyncio.AbstractServer]:
+async def _listen(settings: RunConfig, ctx: ProxyContext) -> list[asyncio.Server]:
     loop = asyncio.get_running_loop()
     servers = []
     for host, port in settings.listen:
@@ -97,11 +77,11 @@ async def _listen(settings: RunSettings, ctx: ProxyContext) -> list[asyncio.Abst
     return servers
 
 
-Background = Callable[[asyncio.Event], Awaitable[None]]
+Background = Callable[[asyncio.Event], Coroutine[None, None, None]]
 
 
 async def serve(
-    settings: RunSettings,
+    settings: RunConfig,
     decide: Decider,
     transparent_ports: Container[int],
     resolver: NameResolver | None = None,
@@ -132,7 +112,7 @@ async def serve(
     stop = asyncio.Event()
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
-    # A worker starts with these blocked (proxy.workers): one sent early is handled now.
+    # A worker starts with these blocked (proxy.supervisor): one sent early is handled now.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     try:
         servers = await _listen(settings, ctx)
@@ -144,9 +124,8 @@ async def serve(
         return 1
     for server in servers:
         for sock in server.sockets:
-            addr = sock.getsockname()
-            host = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
-            log.info("listening on %s:%d", host, addr[1])
+            host, port = sock.getsockname()[:2]
+            log.info("listening on %s", format_hostport(host, port))
     sweep_every = max(0.5, min(settings.idle_timeout / 4, 15.0))
 
     async def sweeper() -> None:

@@ -17,22 +17,21 @@ with a frozen policy.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 
-from proxy.pac_source import PacSnapshot
+from proxy.control import CONTROL_FD_ENV, STOP_MESSAGE, STOP_SIGNALS
 
 log = logging.getLogger("airgap.proxy")
 
-CONTROL_FD_ENV = "AIRGAP_CONTROL_FD"
 RESTART_PAUSE = 1.0
-STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
-MAX_CONTROL_LINE = 16 << 20
-STOP_LINE = b'{"stop": true}\n'
+#: Sends one message line to every worker (and to each one started later).
+Broadcast = Callable[[bytes], Awaitable[None]]
+#: Runs beside the workers, broadcasting what they must all be told.
+Feed = Callable[[Broadcast], Coroutine[None, None, None]]
 
 
 class _Worker:
@@ -44,26 +43,24 @@ class _Worker:
         self.pipe = pipe
 
 
-def _line(snapshot: PacSnapshot | None) -> bytes:
-    data = {"pac": snapshot.to_json()} if snapshot is not None else {}
-    return json.dumps(data).encode() + b"\n"
-
-
 async def supervise(
     count: int,
     worker_argv: Sequence[str],
-    pac_feed: Callable[[Callable[[PacSnapshot], Awaitable[None]]], Awaitable[None]] | None,
-    drain_timeout: float = 30.0,
+    feed: Feed | None,
+    drain_timeout: float,
+    first_message: bytes | None = None,
 ) -> int:
-    """Run `count` workers until a stop signal; returns the worst worker exit status."""
+    """Run `count` workers until a stop signal; returns the worst worker exit status.
+
+    `feed` runs beside the workers and broadcasts message lines (`proxy.control`); the
+    latest one, or `first_message` before any, is what a newly started worker gets first.
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-    snapshot: PacSnapshot | None = (
-        PacSnapshot(None, error="PAC not loaded yet") if pac_feed else None
-    )
+    latest = first_message
     workers: dict[int, _Worker] = {}
 
     async def spawn(index: int) -> _Worker:
@@ -81,14 +78,14 @@ async def supervise(
         finally:
             os.close(read_fd)
         pipe, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(write_fd, "wb"))
-        worker = _Worker(index, proc, pipe)  # type: ignore[arg-type]
-        pipe.write(_line(snapshot))
+        worker = _Worker(index, proc, pipe)
+        if latest is not None:
+            pipe.write(latest)
         return worker
 
-    async def broadcast(snap: PacSnapshot) -> None:
-        nonlocal snapshot
-        snapshot = snap
-        line = _line(snap)
+    async def broadcast(line: bytes) -> None:
+        nonlocal latest
+        latest = line
         for worker in workers.values():
             if not worker.pipe.is_closing():
                 worker.pipe.write(line)
@@ -107,7 +104,7 @@ async def supervise(
                     continue
             workers[index] = worker
             if stop.is_set():  # the stop came while it was being spawned
-                worker.pipe.write(STOP_LINE)
+                worker.pipe.write(STOP_MESSAGE)
                 worker.pipe.close()
             code = await worker.proc.wait()
             worker.pipe.close()
@@ -121,7 +118,7 @@ async def supervise(
                 continue
 
     keepers = [loop.create_task(keep(i)) for i in range(count)]
-    feeder = loop.create_task(pac_feed(broadcast)) if pac_feed else None
+    feeder = loop.create_task(feed(broadcast)) if feed else None
     await stop.wait()
     if feeder is not None:
         feeder.cancel()
@@ -130,7 +127,7 @@ async def supervise(
     # loop reads it, and then it drains like any other stop.
     for worker in workers.values():
         if not worker.pipe.is_closing():
-            worker.pipe.write(STOP_LINE)
+            worker.pipe.write(STOP_MESSAGE)
             worker.pipe.close()
     await asyncio.wait(keepers, timeout=drain_timeout + 10)
     for worker in workers.values():
@@ -141,67 +138,3 @@ async def supervise(
     if feeder is not None:
         await asyncio.gather(feeder, return_exceptions=True)
     return max((c if c >= 0 else 1) for c in codes) if codes else 0
-
-
-class _ControlReader(asyncio.Protocol):
-    """A worker's end of the control pipe: snapshot lines in, EOF means stop."""
-
-    def __init__(self, on_snapshot: Callable[[PacSnapshot], Awaitable[None]] | None,
-                 stop: asyncio.Event) -> None:  # fmt: skip
-        self.on_snapshot = on_snapshot
-        self.stop = stop
-        self.buf = bytearray()
-        self.stopping = False
-        #: Snapshot swaps under way (each removes itself when done: a long PAC outage
-        #: publishes at every retry, and a list would grow for the life of the worker).
-        self.tasks: set[asyncio.Future[None]] = set()
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        if len(self.buf) > MAX_CONTROL_LINE:
-            log.error("control pipe line too long; stopping")
-            self.stop.set()
-            return
-        while (end := self.buf.find(b"\n")) >= 0:
-            line, self.buf = bytes(self.buf[:end]), self.buf[end + 1 :]
-            try:
-                message = json.loads(line)
-            except ValueError:
-                log.error("unreadable control message; stopping")
-                self.stop.set()
-                return
-            if message.get("stop"):
-                log.info("stop requested by the supervisor")
-                self.stopping = True
-                self.stop.set()
-                return
-            if "pac" in message and self.on_snapshot is not None:
-                snap = PacSnapshot.from_json(message["pac"])
-                task = asyncio.ensure_future(self.on_snapshot(snap))
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
-
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.stopping and not self.stop.is_set():
-            log.error("the supervisor is gone; stopping this worker")
-            self.stop.set()
-
-
-def control_reader(
-    fd: int, on_snapshot: Callable[[PacSnapshot], Awaitable[None]] | None
-) -> Callable[[asyncio.Event], Awaitable[None]]:
-    """A `serve()` background job that follows the supervisor's control pipe."""
-
-    async def follow(stop: asyncio.Event) -> None:
-        loop = asyncio.get_running_loop()
-        reader = _ControlReader(on_snapshot, stop)
-        transport, _ = await loop.connect_read_pipe(lambda: reader, os.fdopen(fd, "rb"))
-        try:
-            await stop.wait()
-        finally:
-            transport.close()
-
-    return follow
