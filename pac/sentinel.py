@@ -141,7 +141,7 @@ def _squashed(text: str) -> tuple[str, ...]:
     """The text folded and reduced to ASCII letters and digits; when it has A-labels, also
     with them decoded (both: decoding must not hide a sentinel that follows `xn--`)."""
     folded = _fold(text)
-    out = (_NOT_ALNUM.sub("", folded),)
+    out: tuple[str, ...] = (_NOT_ALNUM.sub("", folded),)
     if "xn--" in folded:
         out += (_NOT_ALNUM.sub("", _A_LABEL.sub(_decode_a_label, folded)),)
     return out
