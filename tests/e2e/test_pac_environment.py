@@ -47,3 +47,33 @@ def test_my_ip_address_of_an_ipv6_client(start_proxy, origins) -> None:
         lambda r: r.get("hostname") == "v6.allowed.example" and r.get("decision") == "REJECT"
     )
     assert "reject.docker.internal" in record["reason"]
+
+
+PATH_PAC = (
+    "function FindProxyForURL(url, host) {"
+    ' if (host == "allowed.example") return "DIRECT";'
+    ' return "PROXY reject.docker.internal:1"; }'
+)
+
+
+def test_pac_given_as_a_plain_absolute_path(start_proxy, origins, tmp_path) -> None:
+    """`"pac": "/path/proxy.pac"` is a file PAC (it was refused at start-up)."""
+    path = tmp_path / "proxy.pac"
+    path.write_text(PATH_PAC)
+    path.chmod(0o644)
+    proxy = start_proxy(pac_config(str(path)), "--workers", "1")
+    wait_script(proxy)
+    assert str(path) in proxy.log_text()  # the source is named in the "PAC loaded" line
+    assert h.origin_of(h.tls_probe(h.ORIGIN_A, 443, "allowed.example")) == f"{h.ORIGIN_A}:443"
+    assert is_tls_access_denied(h.tls_probe(h.ORIGIN_EVIL, 443, "evil.example"))
+
+
+def test_plain_path_pac_has_the_file_url_permission_checks(start_proxy, tmp_path) -> None:
+    path = tmp_path / "proxy.pac"
+    path.write_text(PATH_PAC)
+    path.chmod(0o664)  # group-writable: whoever is in the group could set the policy
+    proxy = start_proxy(pac_config(str(path)), "--workers", "1")
+    assert is_tls_access_denied(h.tls_probe(h.ORIGIN_A, 443, "allowed.example"))
+    record = proxy.wait_record(lambda r: r.get("hostname") == "allowed.example")
+    assert "PAC unavailable" in record["reason"]
+    assert "writable by group or others" in record["reason"]
