@@ -77,3 +77,60 @@ def test_plain_path_pac_has_the_file_url_permission_checks(start_proxy, tmp_path
     record = proxy.wait_record(lambda r: r.get("hostname") == "allowed.example")
     assert "PAC unavailable" in record["reason"]
     assert "writable by group or others" in record["reason"]
+
+
+SENTINEL_SPELLINGS = [
+    # reported: went DIRECT (a leading "." or "*." was read as another name) ...
+    "PROXY .reject.docker.internal; DIRECT",
+    "PROXY *.reject.docker.internal; DIRECT",
+    # ... or became a route to an invalid host that failed, then DIRECT
+    "PROXY reject.docker.internal-; DIRECT",
+    "PROXY -reject.docker.internal; DIRECT",
+    "PROXY reject.docker.internal._; DIRECT",
+    # the same class
+    "PROXY a.reject.docker.internal:1; DIRECT",
+    "PROXY %72eject.docker.internal:1; DIRECT",
+    "PROXY reject%2Edocker%2Einternal; DIRECT",
+    "PROXY xn--rject-zwe.docker.internal:1; DIRECT",
+]
+
+
+def test_sentinel_spellings_block_end_to_end(start_proxy, origins) -> None:
+    """Each spelling is returned for one client source address (myIpAddress()), for a name
+    that DIRECT reaches: a spelling that is not read as the sentinel reaches the origin."""
+    sources = [f"127.0.0.{10 + i}" for i in range(len(SENTINEL_SPELLINGS))]
+    cases = "".join(
+        f' if (myIpAddress() == "{ip}") return "{result}";'
+        for ip, result in zip(sources, SENTINEL_SPELLINGS, strict=True)
+    )
+    script = f'function FindProxyForURL(url, host) {{{cases} return "DIRECT"; }}'
+    proxy = start_proxy(pac_config(embedded=script), "--workers", "1")
+    wait_script(proxy)
+    answer = tls_probe_from("127.0.0.9", h.ORIGIN_A, 443, "allowed.example")
+    assert h.origin_of(answer) == f"{h.ORIGIN_A}:443", "the control case goes DIRECT"
+    before = origins.hits.count((h.ORIGIN_A, 443))
+    for ip, result in zip(sources, SENTINEL_SPELLINGS, strict=True):
+        answer = tls_probe_from(ip, h.ORIGIN_A, 443, "allowed.example")
+        assert is_tls_access_denied(answer), result
+        record = proxy.wait_record(lambda r, ip=ip: r.get("client", "").startswith(f"{ip}:"))
+        assert record["decision"] == "REJECT", (result, record)
+        assert "block sentinel" in record["reason"], (result, record)
+    assert origins.hits.count((h.ORIGIN_A, 443)) == before, "a sentinel went DIRECT"
+
+
+def test_static_proxy_naming_the_sentinel_blocks_end_to_end(start_proxy, origins) -> None:
+    section = {
+        "mode": "manual",
+        "http": "http://reject.docker.internal:3128",
+        "https": "http://reject.docker.internal:3128",
+        "exclude": ["allowed.example"],
+        "transparentPorts": "*",
+    }
+    proxy = start_proxy({"configurationFileVersion": 2, "containersProxy": section})
+    assert "names the block sentinel" in proxy.log_text()
+    assert h.origin_of(h.tls_probe(h.ORIGIN_A, 443, "allowed.example")) == f"{h.ORIGIN_A}:443"
+    assert is_tls_access_denied(h.tls_probe(h.ORIGIN_EVIL, 443, "evil.example"))
+    assert h.http_get(h.ORIGIN_EVIL, 80, "evil.example").startswith(b"HTTP/1.1 403 ")
+    record = proxy.wait_record(lambda r: r.get("hostname") == "evil.example")
+    assert record["decision"] == "REJECT" and "block sentinel" in record["reason"]
+    assert not record.get("route"), "the sentinel was never dialled as a proxy"
