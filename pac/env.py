@@ -79,8 +79,9 @@ class PacEnv:
     `dns` holds answers known in advance (a table). With no `resolver`, DNS is hermetic:
     names outside the table do not resolve. With a resolver, it is asked for the rest (the
     proxy pre-answers the connection's own host and resolves others boundedly).
-    `my_ip` is what myIpAddress()/myIpAddressEx() report; `now` is the clock (None: the real
-    clock at evaluation time).
+    `my_ip` is what myIpAddressEx() reports, in order; myIpAddress() is its first IPv4
+    address, else its first address (an IPv6 client's own), `127.0.0.1` only when empty, as
+    in Chromium. `now` is the clock (None: the real clock at evaluation time).
     """
 
     dns: DnsTable = field(default_factory=dict)

@@ -217,7 +217,9 @@ G.dnsResolveEx = function dnsResolveEx(host) {
 };
 G.myIpAddress = function myIpAddress() {
   reads.i = true;
+  // Chromium: IPv4 first, else the first address known (IPv6), 127.0.0.1 only with none.
   var ip = firstV4(env.my);
+  if (ip === null && env.my.length > 0) ip = env.my[0];
   return ip === null ? "127.0.0.1" : ip;
 };
 G.myIpAddressEx = function myIpAddressEx() {

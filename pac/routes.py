@@ -11,10 +11,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-RouteKind = Literal["DIRECT", "PROXY", "HTTPS", "SOCKS4", "SOCKS5"]
+from pac.sentinel import REJECT_HOST, names_reject_sentinel
 
-#: The sentinel host that turns a PAC entry into a block (Docker Desktop's convention).
-REJECT_HOST = "reject.docker.internal"
+RouteKind = Literal["DIRECT", "PROXY", "HTTPS", "SOCKS4", "SOCKS5"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +73,6 @@ _HOSTNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 #: The first whitespace character, by `_WS` (`str.split()` would also split on \x1c-\x1f,
 #: \x85 and Unicode spaces, which no PAC reader treats as separators).
 _FIRST_WS = re.compile(r"[ \t\r\n\f\v]")
-#: The sentinel anywhere in an entry, as a whole host: not preceded by a host character or a
-#: dot (a subdomain is another name), followed by nothing but trailing dots before a
-#: non-host character (a port, `]`, junk) or the end.
-_SENTINEL = re.compile(r"(?<![a-z0-9_.-])reject\.docker\.internal\.*(?![a-z0-9_.-])")
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,17 +226,6 @@ def parse_pac_result(text: str) -> ParsedResult:
     return ParsedResult(tuple(routes), tuple(dropped))
 
 
-def _is_reject_sentinel(entry: str) -> bool:
-    """True when an entry names `reject.docker.internal`, however malformed.
-
-    Checked before validation, and on the whole entry, so that `PROXY
-    REJECT.docker.internal.`, a missing or invalid port, credentials, brackets, junk after
-    the name, odd whitespace or an unknown keyword can never turn a block into a drop (and
-    so into DIRECT further down the list).
-    """
-    return _SENTINEL.search(entry.lower()) is not None
-
-
 def decide_routes(text: str) -> RouteVerdict:
     """Our decision from a PAC result string (design.md, "PAC result").
 
@@ -252,7 +236,9 @@ def decide_routes(text: str) -> RouteVerdict:
     routes: list[Route] = []
     dropped: list[DroppedEntry] = []
     for entry in _split_entries(text):
-        if _is_reject_sentinel(entry):
+        # Before validation, on the whole entry: a sentinel that is not a valid route must
+        # not be dropped (and the list go on, often to DIRECT). See pac.sentinel.
+        if names_reject_sentinel(entry):
             reason = f"PAC result reaches the block sentinel {REJECT_HOST} ({entry!r})"
             return RouteVerdict(tuple(routes), True, reason, tuple(dropped))
         parsed = _parse_entry(entry)

@@ -279,7 +279,22 @@ def _build(
 
 
 def _pac_url_problem(url: str) -> str | None:
-    """Why a `pac` value is not a usable http(s) or file URL, or None when it is."""
+    """Why a `pac` value is not a usable http(s) URL, file URL or absolute path, or None.
+
+    A plain absolute path is a file PAC, like `file://` (Docker documents `overrideProxyPAC`
+    as a file path); both are read with the same checks (a regular file that group and
+    others cannot write). A relative path is refused: it would depend on the directory the
+    proxy happens to start in.
+    """
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        return "control characters in the PAC location"
+    if url.startswith("/"):
+        return None
+    if "://" not in url and not url.lower().startswith("file:"):
+        return (
+            "a PAC file path must be absolute (/etc/airgap-proxy/proxy.pac);"
+            " otherwise expected an http://, https:// or file:/// URL"
+        )
     try:
         parts = urlsplit(url)
         port = parts.port

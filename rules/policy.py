@@ -11,6 +11,11 @@ The decision order is design.md's (Docker Desktop's documented precedence):
 4. `system`: the same shape from the proxy environment (`rules.system_env`), where a missing
    proxy means DIRECT, as curl would do.
 
+In 3 and 4, a proxy that names the block sentinel `reject.docker.internal` (in any spelling
+`pac.sentinel` recognises, as in a PAC result) REJECTs instead of being connected to: whoever
+wrote it meant "block", and a resolver that answers for `.internal` names must not turn it
+into a route.
+
 Everything that can be computed once is computed in the constructor; `decide()` is pure and
 called once per connection.
 """
@@ -24,6 +29,7 @@ from typing import Literal
 from netaddr import IPAddress
 
 from pac.routes import DIRECT, Route
+from pac.sentinel import REJECT_HOST, names_reject_sentinel
 from rules.exclude import ExcludeMatcher, parse_ip
 from rules.model import Decision, Destination
 from rules.ports import PortSet
@@ -116,6 +122,8 @@ class Policy:
                 missing="REJECT",
                 prefix="",
             )
+        if pac_source is None:
+            warnings.extend(_sentinel_warnings(static))
         return cls(
             mode=cfg.mode,
             transparent_ports=cfg.transparent_ports,
@@ -192,6 +200,13 @@ class Policy:
         else:
             route, word = s.https, s.https_word
         unmatched = f" (no {s.bypass_word} matched)" if s.bypass else ""
+        if route is not None and is_sentinel_route(route):
+            noun = s.proxy_noun.format(word)
+            reason = (
+                f"{s.prefix}port {dest.port}: {noun} names the block sentinel {REJECT_HOST}:"
+                f" blocked{unmatched}"
+            )
+            return _decision(dest, "REJECT", (), reason)
         if route is not None:
             noun = s.proxy_noun.format(word)
             reason = f"{s.prefix}port {dest.port} uses {noun} {route}{unmatched}"
@@ -201,6 +216,26 @@ class Policy:
             return _decision(dest, "DIRECT", (DIRECT,), reason)
         reason = f"no proxy configured for {word}: blocked{unmatched}"
         return _decision(dest, "REJECT", (), reason)
+
+
+def is_sentinel_route(route: Route) -> bool:
+    """True when a static proxy names the block sentinel (host or user name, any spelling)."""
+    return names_reject_sentinel(route.host) or names_reject_sentinel(route.username or "")
+
+
+def _sentinel_warnings(s: _Static) -> list[str]:
+    """Say at start-up that a static proxy is the block sentinel, so it is not a surprise."""
+    out = []
+    for route, word, ports in (
+        (s.http, s.http_word, "port 80"),
+        (s.https, s.https_word, "other ports"),
+    ):
+        if route is not None and is_sentinel_route(route):
+            out.append(
+                f"{s.prefix}{word} names the block sentinel {REJECT_HOST}: connections to"
+                f" {ports} are REJECTed unless a {s.bypass_word} matches"
+            )
+    return out
 
 
 def _decision(

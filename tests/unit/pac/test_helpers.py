@@ -160,6 +160,25 @@ def test_my_ip_defaults(js: Callable[..., Any]) -> None:
 
 
 @pytest.mark.parametrize(
+    ("my_ip", "address", "address_ex"),
+    [
+        # only IPv6 known: Chromium falls back to it (it was reported as 127.0.0.1)
+        (["2001:db8::99"], "2001:db8::99", "2001:db8::99"),
+        (["2001:db8::99", "2001:db8::5"], "2001:db8::99", "2001:db8::99;2001:db8::5"),
+        (["::ffff:10.1.2.3"], "10.1.2.3", "10.1.2.3"),  # mapped: the IPv4 address
+        (["2001:db8::99", "10.1.2.3"], "10.1.2.3", "2001:db8::99;10.1.2.3"),  # IPv4 preferred
+    ],
+)
+def test_my_ip_address_falls_back_to_ipv6(
+    js: Callable[..., Any], my_ip: list[str], address: str, address_ex: str
+) -> None:
+    env = PacEnv(my_ip=my_ip, now=NOW)
+    assert js("myIpAddress()", env) == address
+    assert js("myIpAddressEx()", env) == address_ex
+    assert address in js("myIpAddressEx()", env).split(";")  # the two agree
+
+
+@pytest.mark.parametrize(
     ("expr", "expected"),
     [
         ('weekdayRange("WED")', True),

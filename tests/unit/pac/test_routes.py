@@ -108,14 +108,31 @@ def test_sentinel_first_rejects_at_once() -> None:
     assert verdict.rejected and verdict.routes == ()
 
 
-def test_lookalike_hosts_are_not_the_sentinel() -> None:
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "PROXY reject.docker.internal.example:1",
+        "PROXY xreject.docker.internal:1",
+        "PROXY a.reject.docker.internal:1",
+        "PROXY reject.docker.internal-x:1",
+    ],
+)
+def test_longer_names_containing_the_sentinel_block(entry: str) -> None:
+    # these were valid routes to names nobody owns: the author meant block, so block
+    verdict = decide_routes(f"PROXY a.example:1; {entry}; DIRECT")
+    assert verdict.rejected
+    assert verdict.routes == (Route("PROXY", "a.example", 1),)
+
+
+def test_names_near_the_sentinel_are_routes() -> None:
     verdict = decide_routes(
-        "PROXY reject.docker.internal.example:1; PROXY xreject.docker.internal:1"
+        "PROXY docker.internal:1; PROXY reject.docker:1; PROXY eject.docker.x:1"
     )
     assert not verdict.rejected
     assert [r.host for r in verdict.routes] == [
-        "reject.docker.internal.example",
-        "xreject.docker.internal",
+        "docker.internal",
+        "reject.docker",
+        "eject.docker.x",
     ]
 
 
@@ -179,10 +196,52 @@ def test_sentinel_with_junk_around_it_still_blocks(sentinel: str) -> None:
     assert verdict.rejected and verdict.routes == ()
 
 
-def test_subdomain_of_the_sentinel_is_not_the_sentinel() -> None:
-    verdict = decide_routes("PROXY a.reject.docker.internal:1; PROXY reject.docker.internal-x:1")
-    assert not verdict.rejected
-    assert [r.host for r in verdict.routes] == [
-        "a.reject.docker.internal",
-        "reject.docker.internal-x",
-    ]
+@pytest.mark.parametrize(
+    "sentinel",
+    [
+        # a leading "." or "*." was read as "a subdomain, so not the sentinel", then dropped
+        "PROXY .reject.docker.internal",
+        "PROXY *.reject.docker.internal",
+        "PROXY .reject.docker.internal:1",
+        # junk next to the name made a valid-looking route to an invalid host
+        "PROXY reject.docker.internal-",
+        "PROXY -reject.docker.internal",
+        "PROXY reject.docker.internal._",
+        "PROXY reject.docker.internal-:80",
+        "PROXY _reject.docker.internal:80",
+    ],
+)
+def test_sentinel_with_a_prefix_or_suffix_blocks(sentinel: str) -> None:
+    verdict = decide_routes(f"{sentinel}; DIRECT")
+    assert verdict.rejected and verdict.routes == ()
+    assert "reject.docker.internal" in verdict.reason
+
+
+@pytest.mark.parametrize(
+    "sentinel",
+    [
+        "PROXY \uff52\uff45\uff4a\uff45\uff43\uff54.docker.internal:1",  # fullwidth
+        "PROXY reject.doc\u212aer.internal:1",  # KELVIN SIGN
+        "PROXY reject.docker.\u0131nternal:1",  # dotless i
+        "PROXY reject.docker.\u0130nternal:1",  # capital I with dot
+        "PROXY r\u0435ject.docker.internal:1",  # Cyrillic ie
+        "PROXY reje\u0301ct.docker.internal:1",  # combining accent
+        "PROXY re\u200bject.docker.internal:1",  # zero-width space
+        "PROXY reject\u2060.docker.internal:1",  # word joiner
+        "PROXY reject\u00ad.docker.internal:1",  # soft hyphen
+        "PROXY reject\u3002docker\uff0einternal:1",  # ideographic / fullwidth full stops
+        "PROXY xn--rject-zwe.docker.internal:1",  # punycode of a Cyrillic look-alike
+        "PROXY %72eject.docker.internal:1",
+        "PROXY reject%2Edocker%2Einternal:1",
+        "PROXY reject%252Edocker%252Einternal:1",  # double encoding
+        "PROXY \\x72eject.docker.internal:1",  # an escape left in the string as text
+        "PROXY reject.docker.internal.....:1",
+        "PROXY reject..docker.internal:1",
+        "PROXY REJECT-DOCKER_INTERNAL:1",
+    ],
+)
+def test_disguised_sentinel_blocks(sentinel: str) -> None:
+    # each was dropped as an invalid entry (or taken as a route), so the DIRECT after it won
+    verdict = decide_routes(f"PROXY a.example:1; {sentinel}; DIRECT")
+    assert verdict.rejected
+    assert verdict.routes == (Route("PROXY", "a.example", 1),)

@@ -149,6 +149,30 @@ def test_valid_pac_urls(pac: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "path",
+    ["/etc/airgap-proxy/proxy.pac", "/p.pac", "/srv/pac dir/proxy%20v2.pac", "//srv/p.pac"],
+)
+def test_absolute_path_is_a_file_pac(path: str) -> None:
+    # the README and Docker's overrideProxyPAC say a path; it was refused as "not a URL"
+    cfg = parse({"pac": f"  {path} "})
+    assert cfg.pac == path and cfg.uses_pac
+
+
+@pytest.mark.parametrize(
+    "path", ["proxy.pac", "./proxy.pac", "../etc/proxy.pac", "~/proxy.pac", "etc/p.pac"]
+)
+def test_relative_path_is_refused_with_a_clear_message(path: str) -> None:
+    msg = refused({"pac": path})
+    assert f"containersProxy.pac: {path!r}: a PAC file path must be absolute" in msg
+    assert "/etc/airgap-proxy/proxy.pac" in msg
+
+
+@pytest.mark.parametrize("path", ["/etc/proxy\n.pac", "/etc/\x00proxy.pac", "/etc/p\x7f.pac"])
+def test_pac_location_with_control_characters_is_refused(path: str) -> None:
+    assert "control characters" in refused({"pac": path})
+
+
+@pytest.mark.parametrize(
     ("doc", "message"),
     [
         # unknown keys
@@ -207,6 +231,7 @@ def test_valid_pac_urls(pac: str) -> None:
         ),
         ({"pac": "file://server/share/p.pac"}, "a file URL needs an absolute local path"),
         ({"pac": "proxy.pac"}, "expected an http://, https:// or file:/// URL"),
+        ({"pac": "C:\\proxy.pac"}, "a PAC file path must be absolute"),
         ({"embeddedPac": "return 'DIRECT';"}, "embeddedPac: the script does not define Find"),
         # versions and shape
         (

@@ -347,3 +347,41 @@ def test_decide_is_fast() -> None:
     per_call = (time.perf_counter() - start) / n
     assert p.decide(dest).action == "PROXY"
     assert per_call < 500e-6, f"{per_call * 1e6:.1f} µs per decision"
+
+
+@pytest.mark.parametrize(
+    "proxy",
+    [
+        "http://reject.docker.internal:3128",
+        "reject.docker.internal:1",
+        "socks5://REJECT.docker.internal.",
+        "https://a.reject.docker.internal",
+        "http://xn--rject-zwe.docker.internal:80",  # punycode of a look-alike
+        "http://\uff52eject.docker.internal:80",  # fullwidth r (mapped by IDNA)
+        "http://reject.docker.internal@corp.example:8080",
+    ],
+)
+def test_static_proxy_naming_the_sentinel_blocks(proxy: str) -> None:
+    # it was a route to a name nobody should resolve; a resolver that answers for
+    # `.internal` names would have made it a real proxy
+    p = policy({"http": proxy, "https": proxy, "exclude": ["ok.example"], "transparentPorts": "*"})
+    for port in (80, 443, 22):
+        d = decide(p, "93.184.216.34", port, "example.com")
+        assert d.action == "REJECT" and d.routes == (), d
+        assert "block sentinel reject.docker.internal" in d.reason
+    assert decide(p, "93.184.216.34", 443, "ok.example").action == "DIRECT"
+    assert any("names the block sentinel" in w for w in p.warnings)
+
+
+def test_static_sentinel_in_system_mode_blocks_instead_of_going_direct() -> None:
+    p = policy({"mode": "system"}, {"https_proxy": "http://reject.docker.internal:1"})
+    d = decide(p, "93.184.216.34", 443, "example.com")
+    assert d.action == "REJECT"
+    assert d.reason.startswith("system mode: port 443: https_proxy names the block sentinel")
+    assert decide(p, "93.184.216.34", 80, "example.com").action == "DIRECT"  # unset: curl's rule
+
+
+def test_static_proxy_near_the_sentinel_is_a_route() -> None:
+    p = policy({"https": "http://docker.internal:3128"})
+    assert decide(p, "93.184.216.34", 443).routes == (Route("PROXY", "docker.internal", 3128),)
+    assert not any("sentinel" in w for w in p.warnings)
