@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import resource
+import shlex
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -235,18 +236,31 @@ def load_policy(config: str | None) -> tuple[ContainersProxyConfig, Policy]:
     return cfg, Policy.from_config(cfg, os.environ)
 
 
-def redirect_hint(cfg: ContainersProxyConfig, port: int) -> str:
-    """An iptables command that sends one group's TCP to the proxy (never the proxy's own)."""
-    ports = cfg.transparent_ports
-    if ports.is_all:
-        match = ""
+def redirect_hint(
+    config: str | None, cfg: ContainersProxyConfig, port: int, mark: int | None
+) -> str:
+    """The `airgap-proxy iptables apply` command that fits this run (IPv4 and IPv6, the
+    proxy's own traffic exempt, the leak guard on): the rule set to use, not a hand-written
+    one that would miss IPv6, the guard or the proxy's exemption."""
+    from rules.firewall import DEFAULT_MARK, DEFAULT_PROXY_PORT
+
+    if config is not None:
+        words = ["--config", shlex.quote(config)]
     else:
-        spec = ",".join(f"{lo}:{hi}" if lo != hi else str(lo) for lo, hi in ports.ranges())
-        match = f" -m multiport --dports {spec}" if spec else ""
-    return (
-        "iptables -t nat -A OUTPUT -p tcp -m owner --gid-owner GID ! -d 127.0.0.0/8"
-        f"{match} -j REDIRECT --to-ports {port}"
-    )
+        ports = cfg.transparent_ports
+        spec = (
+            "*"
+            if ports.is_all
+            else ",".join(f"{lo}-{hi}" if lo != hi else str(lo) for lo, hi in ports.ranges())
+        )
+        words = ["--transparent-ports", shlex.quote(spec)]
+    if port != DEFAULT_PROXY_PORT:
+        words += ["--proxy-port", str(port)]
+    if mark is None:
+        words += ["--proxy-uid", str(os.getuid())]
+    elif mark != DEFAULT_MARK:
+        words += ["--mark", hex(mark)]
+    return " ".join(["airgap-proxy iptables apply", *words, "--block-unredirected"])
 
 
 def pac_options(args: argparse.Namespace) -> PacOptions:
@@ -330,11 +344,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         source = args.config or "the bundled default policy (block all external access)"
         log.info("policy: %s", source)
         log.info(
-            "send one group's traffic here (GID: that group's id; the proxy runs in another"
-            " group, so it cannot loop): %s",
-            redirect_hint(cfg, listen[0][1]),
+            "redirect rules (the sidecar entrypoint has applied them already; `show` instead"
+            " of `apply` prints them): %s",
+            redirect_hint(args.config, cfg, listen[0][1], args.mark),
         )
-        log.info("or review the full rule set with: airgap-proxy iptables show --config FILE")
     if workers > 1:
         log.info("starting %d workers", workers)
         argv = [*sys.argv[1:], "--workers", "1"]

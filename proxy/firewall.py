@@ -245,6 +245,11 @@ def build_spec(args: argparse.Namespace) -> FirewallSpec:
     dns = tuple(args.dns_server) or default_dns_servers()
     if args.block_unredirected and not dns:
         warn("no DNS server found in /etc/resolv.conf: the guard lets no UDP out")
+    if upstreams and not args.block_unredirected:
+        warn(
+            "without --block-unredirected nothing keeps applications from connecting to the"
+            " upstream proxies directly (one on this host on any of its addresses)"
+        )
     spec = FirewallSpec(
         ports=ports,
         proxy_port=args.proxy_port,
@@ -254,6 +259,7 @@ def build_spec(args: argparse.Namespace) -> FirewallSpec:
         block_unredirected=args.block_unredirected,
         dns_servers=dns,
         upstreams=upstreams,
+        local_addresses=namespace_addresses(upstreams),
         ipv6=ipv6,
     )
     for name in spec.from_interfaces:
@@ -308,6 +314,32 @@ def resolve_upstreams(upstreams: Sequence[tuple[str, int]]) -> tuple[tuple[str, 
             if (addr, port) not in out:
                 out.append((addr, port))
     return tuple(out)
+
+
+def namespace_addresses(upstreams: Sequence[tuple[str, int]]) -> tuple[str, ...]:
+    """This namespace's own addresses (`ip -j addr`), to tell which upstreams are local.
+
+    Needed only for an upstream that is neither loopback nor unspecified: if it is one of
+    these addresses, a wildcard-bound server answers on all of them and the guard must know.
+    When they cannot be read, guessing "remote" would leave every other local address open,
+    so apply refuses.
+    """
+    candidates = [ip for ip, _ in upstreams if not FirewallSpec().is_local(ip)]
+    if not candidates:
+        return ()
+    result = run(["ip", "-j", "addr", "show"])
+    try:
+        if result.returncode != 0:
+            raise ValueError((result.stderr or "").strip())
+        infos = json.loads(result.stdout)
+        addrs = [str(a["local"]) for i in infos for a in i.get("addr_info", []) if "local" in a]
+        found = tuple(dict.fromkeys(str(ipaddress.ip_address(a.split("%", 1)[0])) for a in addrs))
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise FirewallFailure(
+            f"cannot read this namespace's addresses (ip -j addr show: {exc}): the guard must"
+            f" know whether the upstream proxies ({', '.join(candidates)}) are on this host"
+        ) from None
+    return found
 
 
 def default_dns_servers() -> tuple[str, ...]:
@@ -393,6 +425,12 @@ def summary(spec: FirewallSpec) -> str:
     if spec.from_interfaces:
         parts.append("also from " + ",".join(spec.from_interfaces))
     parts.append("leak guard on" if spec.block_unredirected else "leak guard off")
+    local_ports = spec.local_upstream_ports
+    if spec.block_unredirected and local_ports:
+        parts.append(
+            "upstream proxy port " + ",".join(map(str, local_ports)) + " guarded on every"
+            " local address"
+        )
     parts.append(
         {"redirect": "IPv6 redirected", "drop": "IPv6 rejected", "absent": "no IPv6"}[spec.ipv6]
     )

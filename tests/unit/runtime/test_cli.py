@@ -111,13 +111,21 @@ def test_run_refuses_an_invalid_config(tmp_path: Path, capsys: pytest.CaptureFix
     assert "unknownKey" in capsys.readouterr().err
 
 
-def test_redirect_hint_is_scoped_to_a_group_and_skips_loopback() -> None:
+def test_redirect_hint_is_the_iptables_apply_command_for_this_run() -> None:
     cfg = parse_config_text(DEFAULT_POLICY, "default")
-    hint = redirect_hint(cfg, 15001)
-    assert "--gid-owner" in hint and "! -d 127.0.0.0/8" in hint
-    assert hint.endswith("--to-ports 15001")
+    hint = redirect_hint(None, cfg, 15001, 0x4147)
+    # not a hand-written IPv4-only rule: the command that installs the real rule set
+    assert hint == "airgap-proxy iptables apply --transparent-ports '*' --block-unredirected"
+    assert "--gid-owner" not in hint
     ports = parse_config_text('{"transparentPorts": "80,443,8000-8100"}', "x")
-    assert "--dports 80,443,8000:8100" in redirect_hint(ports, 1)
+    assert "--transparent-ports 80,443,8000-8100 " in redirect_hint(None, ports, 1, 0x4147)
+    hint = redirect_hint("/etc/my policy.json", ports, 15002, 0x10)
+    assert hint == (
+        "airgap-proxy iptables apply --config '/etc/my policy.json' --proxy-port 15002"
+        " --mark 0x10 --block-unredirected"
+    )
+    # a proxy that cannot mark its sockets must be exempted by its uid
+    assert f"--proxy-uid {os.getuid()} " in redirect_hint("/p.json", ports, 15001, None)
 
 
 def test_explain_evaluates_an_embedded_pac(tmp_path: Path) -> None:
