@@ -22,10 +22,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rules.errors import ConfigError
 from rules.firewall import (
     DEFAULT_MARK,
     DEFAULT_PROXY_PORT,
     FAMILIES,
+    NFT_TABLE,
     Family,
     FirewallError,
     FirewallSpec,
@@ -191,8 +193,18 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.action == "remove":
             backend = make_backend(args.backend)
-            backend.remove()
-            print(f"airgap-proxy: rules removed ({args.backend})", file=sys.stderr)
+            if backend.remove():
+                print(f"airgap-proxy: rules removed ({args.backend})", file=sys.stderr)
+            else:
+                # Still success: the goal, no rules of ours, holds. The other backend's
+                # rules are its own (see `remove --backend`).
+                other = "nft" if args.backend == "iptables" else "iptables"
+                print(
+                    f"airgap-proxy: nothing to remove: no airgap-proxy rules are installed"
+                    f" with {args.backend} (rules applied with --backend {other} are removed"
+                    f" with `remove --backend {other}`)",
+                    file=sys.stderr,
+                )
             return 0
         spec = build_spec(args)
         backend = make_backend(args.backend)
@@ -203,7 +215,7 @@ def main(args: argparse.Namespace) -> int:
         backend.apply(spec)
         print(f"airgap-proxy: rules applied ({args.backend}); {summary(spec)}", file=sys.stderr)
         return 0
-    except (FirewallError, ValueError) as exc:
+    except (FirewallError, ValueError, ConfigError) as exc:
         print(f"airgap-proxy iptables: {exc}", file=sys.stderr)
         return 2
     except FirewallFailure as exc:
@@ -482,15 +494,9 @@ class IptablesBackend:
         _check(result, _SAVE[family])
         return parse_saved(result.stdout)
 
-    def script(self, spec: FirewallSpec | None) -> str:
-        """What apply/remove would run now (against an empty state when it cannot look)."""
-        states: dict[Family, SavedState] = {}
-        for family in self.families():
-            try:
-                states[family] = self.state(family)
-            except FirewallFailure:
-                states[family] = SavedState({}, {})
-        return iptables_script(spec, states)
+    def script(self, spec: FirewallSpec) -> str:
+        """Commands that do what apply does, whatever is installed when they run."""
+        return iptables_script(spec, self.families())
 
     def apply(self, spec: FirewallSpec | None) -> None:
         """Validate every family's text first, then commit each (guard before redirect)."""
@@ -518,15 +524,19 @@ class IptablesBackend:
                 )
             done.append(family)
 
-    def remove(self) -> None:
+    def remove(self) -> bool:
+        """Undo apply; False when nothing of ours was installed (and nothing was run)."""
+        if all(self.state(f).empty for f in self.families()):
+            return False
         self.apply(None)
+        return True
 
 
 @dataclass(frozen=True, slots=True)
 class NftBackend:
     """One `nft -f` transaction for everything, in a table of its own."""
 
-    def script(self, spec: FirewallSpec | None) -> str:
+    def script(self, spec: FirewallSpec) -> str:
         return nft_script(spec)
 
     def apply(self, spec: FirewallSpec | None) -> None:
@@ -534,8 +544,12 @@ class NftBackend:
         _check(run(["nft", "-c", "-f", "-"], text), "nft -c (check)")
         _check(run(["nft", "-f", "-"], text), "nft -f")
 
-    def remove(self) -> None:
+    def remove(self) -> bool:
+        """Delete our table; False when there was none (and nothing was run)."""
+        if run(["nft", "list", "table", "inet", NFT_TABLE]).returncode != 0:
+            return False
         self.apply(None)
+        return True
 
 
 def make_backend(name: str) -> IptablesBackend | NftBackend:

@@ -585,35 +585,66 @@ def iptables_restore(spec: FirewallSpec | None, family: Family, current: SavedSt
     tables = ("filter", "nat") if spec is not None else ("nat", "filter")
     out: list[str] = []
     for table in tables:
-        want = [c for c in wanted if CHAINS[c][0] == table]
         have = sorted(current.chains.get(table, set()))
         jumps = current.jumps.get(table, [])
-        if not want and not have and not jumps:
+        body = _table_body(table, wanted, have, family)
+        if not body and not jumps:
             continue
         out.append(f"*{table}")
         out += [f"-D {chain} {rule}" for chain, rule in jumps]
-        for chain in want:
-            out.append(f":{chain} - [0:0]")
-        for chain in have:
-            if chain not in want:
-                out += [f":{chain} - [0:0]", f"-X {chain}"]
-        for chain in want:
-            for rule in wanted[chain]:
-                out += _iptables_body(rule, chain, family)
-        for chain in want:
-            out.append(f"-I {CHAINS[chain][1]} 1 -j {chain}")
+        out += body
         out.append("COMMIT")
     return "\n".join(out) + "\n" if out else ""
 
 
-def iptables_script(spec: FirewallSpec | None, states: dict[Family, SavedState]) -> str:
-    """The shell commands `apply`/`remove` run, runnable as printed (`show`)."""
+def _table_body(
+    table: str, wanted: dict[str, list[Rule]], remove: Sequence[str], family: Family
+) -> list[str]:
+    """After the jumps into our chains are gone: declare (flush) the wanted chains, delete
+    the `remove` ones no longer wanted, fill, and jump to each from the top."""
+    want = [c for c in wanted if CHAINS[c][0] == table]
+    out = [f":{chain} - [0:0]" for chain in want]
+    for chain in remove:
+        if chain not in want:
+            out += [f":{chain} - [0:0]", f"-X {chain}"]
+    for chain in want:
+        for rule in wanted[chain]:
+            out += _iptables_body(rule, chain, family)
+    out += [f"-I {CHAINS[chain][1]} 1 -j {chain}" for chain in want]
+    return out
+
+
+#: Turns `iptables-save` output into `-D` lines for every jump into one of our chains (a
+#: rule of a chain of ours is skipped): what `parse_saved` finds, done by the shell.
+_DELETE_JUMPS = r"sed -n '/^-A AIRGAP-/d; /^-A .* -[jg] AIRGAP-/s/^-A /-D /p'"
+
+
+def iptables_script(spec: FirewallSpec, families: Sequence[Family] = FAMILIES) -> str:
+    """The shell commands that do what `apply` does, runnable as printed (`show`).
+
+    They do not depend on what is installed when they are printed, so they can be run again
+    and again (by hand, from a boot script) and never add a second jump: each table's
+    transaction deletes the jumps into our chains that `iptables-save` shows *when it runs*,
+    declares every chain of ours (creating or flushing it), deletes those not wanted, fills
+    the rest and jumps to them from the top, as `apply` does. Guard before redirect.
+    """
     blocks: list[str] = []
-    for family in FAMILIES:
-        text = iptables_restore(spec, family, states.get(family, SavedState({}, {})))
-        if text:
-            tool = "iptables-restore" if family == "ipv4" else "ip6tables-restore"
-            blocks.append(f"{tool} --noflush <<'EOF'\n{text}EOF\n")
+    for family in families:
+        if family == "ipv6" and spec.ipv6 == "absent":
+            continue
+        wanted = chain_rules(spec, family)
+        save = "iptables-save" if family == "ipv4" else "ip6tables-save"
+        restore = "iptables-restore" if family == "ipv4" else "ip6tables-restore"
+        for table in ("filter", "nat"):
+            ours = [c for c, (t, _) in CHAINS.items() if t == table]
+            body = _table_body(table, wanted, ours, family)
+            text = "\n".join(body)
+            blocks.append(
+                f"{{ echo '*{table}'\n"
+                f"  {save} -t {table} 2>/dev/null | {_DELETE_JUMPS}\n"
+                f"  cat <<'EOF'\n{text}\nCOMMIT\nEOF\n"
+                f"}} | {restore} --noflush\n"
+            )
     return "".join(blocks)
 
 

@@ -291,14 +291,43 @@ def test_guard_is_committed_before_redirect_and_removed_after_it() -> None:
 
 def test_remove_with_nothing_installed_is_a_no_op() -> None:
     assert iptables_restore(None, "ipv4", EMPTY) == ""
-    assert iptables_script(None, {"ipv4": EMPTY, "ipv6": EMPTY}) == ""
 
 
-def test_script_is_runnable_shell() -> None:
-    script = iptables_script(FULL, {})
-    assert script.startswith("iptables-restore --noflush <<'EOF'\n*filter\n")
-    assert "\nEOF\nip6tables-restore --noflush <<'EOF'\n*filter\n" in script
-    assert script.endswith("COMMIT\nEOF\n")
+def test_script_is_runnable_shell_and_independent_of_what_is_installed() -> None:
+    import subprocess
+
+    script = iptables_script(FULL)
+    assert subprocess.run(["sh", "-n"], input=script, text=True, check=False).returncode == 0
+    blocks = script.split("| iptables-restore --noflush\n")
+    assert blocks[0].startswith("{ echo '*filter'\n  iptables-save -t filter 2>/dev/null | sed")
+    assert "{ echo '*nat'\n  ip6tables-save -t nat 2>/dev/null" in script
+    assert script.index("echo '*filter'") < script.index("echo '*nat'")
+    assert script.endswith("COMMIT\nEOF\n} | ip6tables-restore --noflush\n")
+    # no jump deletion is baked in from the state at print time: it is read when it runs
+    assert "\n-D " not in script
+    # every chain of ours is declared (created or flushed), unwanted ones deleted
+    no_fwd = iptables_script(FirewallSpec(block_unredirected=True))
+    for chain in CHAINS:
+        assert f":{chain} - [0:0]" in no_fwd
+    for chain in (GUARD_FWD, GUARD_IN, NAT_PRE):
+        assert f"-X {chain}" in no_fwd
+    assert "ip6tables" not in iptables_script(FirewallSpec(ipv6="absent"))
+
+
+def test_script_deletes_the_jumps_iptables_save_shows() -> None:
+    import subprocess
+
+    from rules.firewall import _DELETE_JUMPS
+
+    out = subprocess.run(
+        ["sh", "-c", _DELETE_JUMPS], input=SAVED, text=True, capture_output=True, check=True
+    ).stdout
+    assert out.splitlines() == [
+        f"-D FORWARD -j {GUARD_FWD}",
+        f"-D OUTPUT -j {GUARD_OUT}",
+        f"-D OUTPUT -j {NAT_OUT}",
+        f"-D OUTPUT -d 10.0.0.1/32 -j {NAT_OUT}",
+    ]
 
 
 def test_every_chain_is_jumped_to_from_the_top() -> None:
