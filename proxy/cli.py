@@ -176,7 +176,7 @@ def resolve_mark(requested: int | None) -> int | None:
     it: so the default rules never loop the proxy into itself. An explicit mark that cannot
     be set is an error (ValueError); `--mark 0` turns marking off.
     """
-    from rules.firewall import DEFAULT_MARK
+    from rules.redirect_rules import DEFAULT_MARK
 
     if requested == 0:
         return None
@@ -242,7 +242,7 @@ def redirect_hint(
     """The `airgap-proxy iptables apply` command that fits this run (IPv4 and IPv6, the
     proxy's own traffic exempt, the leak guard on): the rule set to use, not a hand-written
     one that would miss IPv6, the guard or the proxy's exemption."""
-    from rules.firewall import DEFAULT_MARK, DEFAULT_PROXY_PORT
+    from rules.redirect_rules import DEFAULT_MARK, DEFAULT_PROXY_PORT
 
     if config is not None:
         words = ["--config", shlex.quote(config)]
@@ -514,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     firewall = sub.add_parser("iptables", help="generate, apply or remove the redirect rules")
     try:
-        from proxy import firewall as firewall_cmd
+        from proxy import firewall_apply as firewall_cmd
     except ImportError:  # pragma: no cover - only while the module is being written
         firewall.set_defaults(func=lambda _a: 2)
     else:

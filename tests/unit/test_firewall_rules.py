@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 
-from rules.firewall import (
+from rules.redirect_rules import (
     CHAINS,
     GUARD_FWD,
     GUARD_IN,
@@ -317,7 +317,7 @@ def test_script_is_runnable_shell_and_independent_of_what_is_installed() -> None
 def test_script_deletes_the_jumps_iptables_save_shows() -> None:
     import subprocess
 
-    from rules.firewall import _DELETE_JUMPS
+    from rules.redirect_rules import _DELETE_JUMPS
 
     out = subprocess.run(
         ["sh", "-c", _DELETE_JUMPS], input=SAVED, text=True, capture_output=True, check=True
@@ -551,7 +551,7 @@ def test_unreadable_namespace_addresses_refuse_rather_than_guess_remote(
 ) -> None:
     import subprocess
 
-    from proxy import firewall as apply_side
+    from proxy import firewall_apply as apply_side
 
     def no_ip(cmd: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.CompletedProcess(cmd, 127, "", "ip: not found")

@@ -159,7 +159,7 @@ def test_explain_with_an_unreachable_pac_says_it_blocks(tmp_path: Path) -> None:
 
 def test_mark_defaults_to_the_one_the_redirect_rules_exempt() -> None:
     from proxy.cli import can_mark, resolve_mark
-    from rules.firewall import DEFAULT_MARK
+    from rules.redirect_rules import DEFAULT_MARK
 
     assert os.geteuid() == 0, "the suite runs as root (tests/run.sh)"
     assert can_mark(DEFAULT_MARK)
@@ -249,7 +249,7 @@ def test_iptables_warns_that_a_pacs_proxies_are_open_to_applications(
     # The guard rejects applications' own connections to the upstream proxies, but a PAC
     # names its proxies only at run time: one it sends some names to (PROXY corp:3128) could
     # be used directly for every other name, unless the operator lists it.
-    from proxy import firewall
+    from proxy import firewall_apply
     from proxy.cli import build_parser
 
     path = tmp_path / "admin-settings.json"
@@ -257,7 +257,7 @@ def test_iptables_warns_that_a_pacs_proxies_are_open_to_applications(
     path.chmod(0o600)
     options = ["--block-unredirected", "--ipv6", "drop", "--dns-server", "192.0.2.53", *extra]
     args = build_parser().parse_args(["iptables", "show", "--config", str(path), *options])
-    firewall.build_spec(args)
+    firewall_apply.build_spec(args)
     assert ("the policy is a PAC" in capsys.readouterr().err) is warned
 
 

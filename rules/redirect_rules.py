@@ -4,8 +4,8 @@ A missed port, a missed address family or a loop in these rules is a silent hole
 gap, so the rule set is built once, as data (`Rule`), from one `FirewallSpec`, and two small
 renderers spell the same rules for iptables-restore and for nft. Everything that touches the
 system (running the tools, reading the current rules, resolving names, looking up uids)
-lives in `proxy/firewall.py`; this module only turns values into text, so every rule is
-unit-tested without a network.
+lives in `proxy/firewall_apply.py`; this module only turns values into text, so every rule
+is unit-tested without a network.
 
 Shape of what `apply` installs, per address family:
 

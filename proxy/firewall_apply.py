@@ -1,11 +1,11 @@
 """`airgap-proxy iptables apply|remove|show`: install the redirect and leak-guard rules.
 
-The rule text comes from `rules/firewall.py` (pure); this module does the system side: read
-the config, resolve uids, upstream proxy names and DNS servers, find out whether IPv6 and
-IPv6 nat exist, read what is installed now, and hand the text to `iptables-restore
---noflush` or `nft -f` (each one transaction, validated with `--test` / `-c` first). Every
-doubt ends in a refusal with a message, never in fewer rules: a rule set with a hole looks
-exactly like a working one.
+The rule text comes from `rules/redirect_rules.py` (pure); this module applies it, doing the
+system side: read the config, resolve uids, upstream proxy names and DNS servers, read the
+namespace's own addresses, find out whether IPv6 and IPv6 nat exist, read what is installed
+now, and hand the text to `iptables-restore --noflush` or `nft -f` (each one transaction,
+validated with `--test` / `-c` first). Every doubt ends in a refusal with a message, never
+in fewer rules: a rule set with a hole looks exactly like a working one.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rules.errors import ConfigError
-from rules.firewall import (
+from rules.redirect_rules import (
     DEFAULT_MARK,
     DEFAULT_PROXY_PORT,
     FAMILIES,
@@ -558,7 +558,7 @@ def make_backend(name: str) -> IptablesBackend | NftBackend:
 
 
 def standalone(argv: Sequence[str] | None = None) -> int:
-    """`python -m proxy.firewall ...`: the same command without the rest of the CLI."""
+    """`python -m proxy.firewall_apply ...`: the same command without the rest of the CLI."""
     parser = argparse.ArgumentParser(prog="airgap-proxy iptables")
     add_arguments(parser)
     return main(parser.parse_args(argv))
