@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import resource
+import shlex
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -19,7 +20,7 @@ from collections.abc import Callable, Sequence
 import uvloop
 
 from pac import addr
-from proxy import firewall as firewall_cmd
+from proxy import firewall_apply as firewall_cmd
 from proxy.config import DEFAULT_LISTEN, DEFAULTS, PacConfig, RunConfig
 from proxy.control import CONTROL_FD_ENV
 from proxy.explain import run_explain
@@ -29,8 +30,8 @@ from proxy.splice_relay import FDS_PER_CONNECTION as SPLICE_FDS
 from proxy.splice_relay import unavailable as splice_unavailable
 from rules.config import ConfigError, ContainersProxyConfig, load_config, parse_config_text
 from rules.explain import parse_resolve
-from rules.firewall import DEFAULT_MARK
 from rules.policy import Policy
+from rules.redirect_rules import DEFAULT_MARK, DEFAULT_PROXY_PORT
 
 log = logging.getLogger("airgap.proxy")
 
@@ -228,18 +229,29 @@ def load_policy(config: str | None) -> tuple[ContainersProxyConfig, Policy]:
     return cfg, Policy.from_config(cfg, os.environ)
 
 
-def redirect_hint(cfg: ContainersProxyConfig, port: int) -> str:
-    """An iptables command that sends one group's TCP to the proxy (never the proxy's own)."""
-    ports = cfg.transparent_ports
-    if ports.is_all:
-        match = ""
+def redirect_hint(
+    config: str | None, cfg: ContainersProxyConfig, port: int, mark: int | None
+) -> str:
+    """The `airgap-proxy iptables apply` command that fits this run (IPv4 and IPv6, the
+    proxy's own traffic exempt, the leak guard on): the rule set to use, not a hand-written
+    one that would miss IPv6, the guard or the proxy's exemption."""
+    if config is not None:
+        words = ["--config", shlex.quote(config)]
     else:
-        spec = ",".join(f"{lo}:{hi}" if lo != hi else str(lo) for lo, hi in ports.ranges())
-        match = f" -m multiport --dports {spec}" if spec else ""
-    return (
-        "iptables -t nat -A OUTPUT -p tcp -m owner --gid-owner GID ! -d 127.0.0.0/8"
-        f"{match} -j REDIRECT --to-ports {port}"
-    )
+        ports = cfg.transparent_ports
+        spec = (
+            "*"
+            if ports.is_all
+            else ",".join(f"{lo}-{hi}" if lo != hi else str(lo) for lo, hi in ports.ranges())
+        )
+        words = ["--transparent-ports", shlex.quote(spec)]
+    if port != DEFAULT_PROXY_PORT:
+        words += ["--proxy-port", str(port)]
+    if mark is None:
+        words += ["--proxy-uid", str(os.getuid())]
+    elif mark != DEFAULT_MARK:
+        words += ["--mark", hex(mark)]
+    return " ".join(["airgap-proxy iptables apply", *words, "--block-unredirected"])
 
 
 class UsageError(Exception):
@@ -349,11 +361,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         source = args.config or "the bundled default policy (block all external access)"
         log.info("policy: %s", source)
         log.info(
-            "send one group's traffic here (GID: that group's id; the proxy runs in another"
-            " group, so it cannot loop): %s",
-            redirect_hint(cfg, config.listen[0][1]),
+            "redirect rules (the sidecar entrypoint has applied them already; `show` instead"
+            " of `apply` prints them): %s",
+            redirect_hint(args.config, cfg, config.listen[0][1], config.mark),
         )
-        log.info("or review the full rule set with: airgap-proxy iptables show --config FILE")
     if config.workers > 1:
         log.info("starting %d workers", config.workers)
         argv = [*sys.argv[1:], "--workers", "1"]

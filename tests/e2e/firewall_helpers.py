@@ -11,7 +11,8 @@ namespaces: they exist inside the private one of tests/run.sh.
               2001:db8:2::2/64      2001:db8:2::1/64              2001:db8:1::2/64     eth0 .1
 
 Run as a module, this file is also the probes run inside the namespaces as other uids:
-`serve` (the origins), `tcp`, `udp`, `icmp`, `hold` (a flow kept open across a change).
+`serve` (the origins), `tcp`, `udp`, `icmp`, `hold` (a flow kept open across a change),
+`tunnel` (HTTP CONNECT through an upstream proxy at each of several addresses).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ UDP_PORT = 9999
 
 PROXY_UID = PROXY_GID = 10001
 CLIENT_UID = CLIENT_GID = 10002
+#: An upstream proxy running in APP itself (exempted with --exclude-uid).
+LOCAL_UPSTREAM_UID = 10003
 MARK = 0x4147
 
 #: The proxy's policy: everything in the test ranges is DIRECT, the rest is rejected.
@@ -169,11 +172,17 @@ def wait_for(predicate, timeout: float, what: str, step: float = 0.05) -> None: 
 # ---------------------------------------------------------------- topology
 
 
+@functools.cache
 def _ensure_netns_dir() -> None:
-    """`ip netns` keeps its handles in /run/netns: a tmpfs there, private to this run."""
+    """`ip netns` keeps its handles in /run/netns: a tmpfs there, private to this run.
+
+    Mounted once per run even when /run/netns is a mount already: that one may be shared
+    with other test runs on the machine (tests/run.sh gives each a private mount namespace,
+    but a mount it inherits still shows the same files), whose `ip netns del agfw-app`
+    would pull this run's namespaces away mid-test.
+    """
     Path("/run/netns").mkdir(parents=True, exist_ok=True)
-    if " /run/netns " not in Path("/proc/self/mounts").read_text():
-        sh("mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/run/netns")
+    sh("mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/run/netns")
 
 
 def setup_topology() -> None:
@@ -326,6 +335,25 @@ def start_proxy(config: Path, *listen: str, uid: int = PROXY_UID, port: int = 15
     return bg
 
 
+def start_local_upstream(directory: Path, port: int) -> Background:
+    """Real tinyproxy in APP as LOCAL_UPSTREAM_UID, bound to the wildcard address (no
+    `Listen`, its default: 0.0.0.0 and [::]) and allowing every client (no `Allow`)."""
+    conf = directory / f"tinyproxy-{port}.conf"
+    conf.write_text(f"Port {port}\nTimeout 30\nMaxClients 50\nLogLevel Warning\n")
+    conf.chmod(0o644)
+    uid = LOCAL_UPSTREAM_UID
+    bg = Background(in_ns(APP, *as_uid(uid, uid, "tinyproxy", "-d", "-c", str(conf))))
+
+    def listening() -> bool:
+        if bg.proc.poll() is not None:
+            raise AssertionError(f"tinyproxy exited {bg.proc.returncode}:\n{bg.text()}")
+        out = sh(*in_ns(APP, "ss", "-Hltn", f"sport = :{port}"))
+        return "0.0.0.0:" in out and "[::]:" in out
+
+    wait_for(listening, 10, f"tinyproxy listening on *:{port}")
+    return bg
+
+
 def proxy_records(proxy: Background) -> list[dict]:
     """The proxy's per-connection audit records so far."""
     records = []
@@ -434,6 +462,33 @@ def _icmp_echo(host: str) -> dict:
         sock.close()
 
 
+def _tunnel(proxy: str, port: int, target: str, target_port: int, mark: int | None) -> dict:
+    """CONNECT through an HTTP proxy at proxy:port, then one exchange with the target."""
+    sock = socket.socket(_family(proxy), socket.SOCK_STREAM)
+    sock.settimeout(TIMEOUT)
+    try:
+        if mark is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+        sock.connect((proxy, port))
+        where = f"[{target}]:{target_port}" if ":" in target else f"{target}:{target_port}"
+        sock.sendall(f"CONNECT {where} HTTP/1.1\r\nHost: {where}\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head and len(head) < 8192:
+            chunk = sock.recv(4096)
+            if not chunk:
+                return {"error": "EOF", "head": head.decode(errors="replace")}
+            head += chunk
+        status = head.split(b"\r\n", 1)[0].decode(errors="replace")
+        if " 200 " not in f"{status} ":
+            return {"error": "refused", "status": status}
+        sock.sendall(b"PING\n")
+        return {"reply": sock.recv(4096).decode(errors="replace")}
+    except OSError as exc:
+        return {"error": type(exc).__name__}
+    finally:
+        sock.close()
+
+
 def _hold(host: str, port: int) -> None:
     """Open a flow, answer, then on each stdin line send again and answer (bounded)."""
     sock = socket.socket(_family(host), socket.SOCK_STREAM)
@@ -506,6 +561,12 @@ def _main(argv: Sequence[str] | None = None) -> int:
     udp.add_argument("port", type=int)
     icmp = sub.add_parser("icmp")
     icmp.add_argument("host")
+    tunnel = sub.add_parser("tunnel", help="CONNECT target:port via PROXY:port, per PROXY")
+    tunnel.add_argument("port", type=int)
+    tunnel.add_argument("target")
+    tunnel.add_argument("target_port", type=int)
+    tunnel.add_argument("proxies", nargs="+")
+    tunnel.add_argument("--mark", type=lambda s: int(s, 0))
     hold = sub.add_parser("hold")
     hold.add_argument("host")
     hold.add_argument("port", type=int)
@@ -518,6 +579,11 @@ def _main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(_udp(args.host, args.port)))
     elif args.what == "icmp":
         print(json.dumps(_icmp_echo(args.host)))
+    elif args.what == "tunnel":
+        answers = {
+            p: _tunnel(p, args.port, args.target, args.target_port, args.mark) for p in args.proxies
+        }
+        print(json.dumps(answers))
     elif args.what == "hold":
         _hold(args.host, args.port)
     return 0

@@ -177,13 +177,67 @@ def test_apply_replaces_an_earlier_different_apply(workdir: Path) -> None:
     assert "AIRGAP-GUARD" not in replaced and "AIRGAP-NAT-PRE" not in replaced
 
 
-def test_show_prints_what_apply_runs(workdir: Path) -> None:
-    script = h.firewall(h.APP, "show", *GUARD).stdout
+def _jumps(saved: str) -> list[str]:
+    """Every jump into a chain of ours, as (tool, table, rule) text."""
+    out: list[str] = []
+    tool = table = ""
+    for line in saved.splitlines():
+        if line.startswith("# "):
+            tool = line[2:]
+        elif line.startswith("*"):
+            table = line
+        elif " -j AIRGAP-" in line and not line.startswith("-A AIRGAP-"):
+            out.append(f"{tool} {table} {line}")
+    return out
+
+
+@pytest.mark.parametrize(
+    "options",
+    [GUARD, ("--lockdown",), (*GUARD, "--from-interface", h.PEER_IF, "--ipv6", "drop")],
+    ids=["guard", "lockdown", "interface-ipv6-drop"],
+)
+def test_show_prints_what_apply_runs_and_can_be_run_again(
+    workdir: Path, options: tuple[str, ...]
+) -> None:
+    _add_user_rules()
+    script = h.firewall(h.APP, "show", *options).stdout
     h.sh(*h.in_ns(h.APP, "sh", "-e", "-c", script))  # runnable as printed
     by_show = h.saved_rules(h.APP)
-    h.flush_rules(h.APP)
-    h.firewall(h.APP, "apply", *GUARD)
+    # run again by hand: still one jump into each chain of ours, nothing duplicated
+    h.sh(*h.in_ns(h.APP, "sh", "-e", "-c", script))
     assert h.saved_rules(h.APP) == by_show
+    jumps = _jumps(by_show)
+    assert jumps and len(jumps) == len(set(jumps)), jumps
+    h.flush_rules(h.APP)
+    _add_user_rules()
+    h.firewall(h.APP, "apply", *options)
+    assert h.saved_rules(h.APP) == by_show
+    # and over a different earlier apply it replaces that one, as apply does
+    h.firewall(h.APP, "apply", "--transparent-ports", "*", *GUARD, "--from-interface", h.PEER_IF)
+    h.sh(*h.in_ns(h.APP, "sh", "-e", "-c", script))
+    assert h.saved_rules(h.APP) == by_show
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_remove_with_nothing_installed_says_so(workdir: Path, backend: str) -> None:
+    done = h.firewall(h.APP, "remove", "--backend", backend)
+    assert done.returncode == 0
+    assert "nothing to remove" in done.stderr and "rules removed" not in done.stderr
+    h.firewall(h.APP, "apply", "--backend", backend)
+    assert "rules removed" in h.firewall(h.APP, "remove", "--backend", backend).stderr
+
+
+@pytest.mark.parametrize("action", ["apply", "show"])
+def test_an_unsafe_policy_file_is_a_one_line_refusal(workdir: Path, action: str) -> None:
+    path = h.write_config(workdir)
+    path.chmod(0o664)  # group-writable: `run` refuses it, and so must the rules
+    done = h.firewall(h.APP, action, "--config", str(path), check=False)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "writable by group" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    missing = h.firewall(h.APP, action, "--config", str(workdir / "none.json"), check=False)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr, missing.stderr
+    assert "AIRGAP" not in h.saved_rules(h.APP)
 
 
 # ---------------------------------------------------------------- the leak guard

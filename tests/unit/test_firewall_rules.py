@@ -6,11 +6,14 @@ the properties that would otherwise only show up as a silent hole.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from rules.firewall import (
+from rules.redirect_rules import (
     CHAINS,
     GUARD_FWD,
+    GUARD_IN,
     GUARD_OUT,
     NAT_OUT,
     NAT_PRE,
@@ -288,18 +291,48 @@ def test_guard_is_committed_before_redirect_and_removed_after_it() -> None:
 
 def test_remove_with_nothing_installed_is_a_no_op() -> None:
     assert iptables_restore(None, "ipv4", EMPTY) == ""
-    assert iptables_script(None, {"ipv4": EMPTY, "ipv6": EMPTY}) == ""
 
 
-def test_script_is_runnable_shell() -> None:
-    script = iptables_script(FULL, {})
-    assert script.startswith("iptables-restore --noflush <<'EOF'\n*filter\n")
-    assert "\nEOF\nip6tables-restore --noflush <<'EOF'\n*filter\n" in script
-    assert script.endswith("COMMIT\nEOF\n")
+def test_script_is_runnable_shell_and_independent_of_what_is_installed() -> None:
+    import subprocess
+
+    script = iptables_script(FULL)
+    assert subprocess.run(["sh", "-n"], input=script, text=True, check=False).returncode == 0
+    blocks = script.split("| iptables-restore --noflush\n")
+    assert blocks[0].startswith("{ echo '*filter'\n  iptables-save -t filter 2>/dev/null | sed")
+    assert "{ echo '*nat'\n  ip6tables-save -t nat 2>/dev/null" in script
+    assert script.index("echo '*filter'") < script.index("echo '*nat'")
+    assert script.endswith("COMMIT\nEOF\n} | ip6tables-restore --noflush\n")
+    # no jump deletion is baked in from the state at print time: it is read when it runs
+    assert "\n-D " not in script
+    # every chain of ours is declared (created or flushed), unwanted ones deleted
+    no_fwd = iptables_script(FirewallSpec(block_unredirected=True))
+    for chain in CHAINS:
+        assert f":{chain} - [0:0]" in no_fwd
+    for chain in (GUARD_FWD, GUARD_IN, NAT_PRE):
+        assert f"-X {chain}" in no_fwd
+    assert "ip6tables" not in iptables_script(FirewallSpec(ipv6="absent"))
+
+
+def test_script_deletes_the_jumps_iptables_save_shows() -> None:
+    import subprocess
+
+    from rules.redirect_rules import _DELETE_JUMPS
+
+    out = subprocess.run(
+        ["sh", "-c", _DELETE_JUMPS], input=SAVED, text=True, capture_output=True, check=True
+    ).stdout
+    assert out.splitlines() == [
+        f"-D FORWARD -j {GUARD_FWD}",
+        f"-D OUTPUT -j {GUARD_OUT}",
+        f"-D OUTPUT -j {NAT_OUT}",
+        f"-D OUTPUT -d 10.0.0.1/32 -j {NAT_OUT}",
+    ]
 
 
 def test_every_chain_is_jumped_to_from_the_top() -> None:
-    text = iptables_restore(FULL, "ipv4", EMPTY)
+    spec = replace(FULL, upstreams=(*FULL.upstreams, ("127.0.0.1", 3128)))
+    text = iptables_restore(spec, "ipv4", EMPTY)
     for chain, (_table, builtin) in CHAINS.items():
         assert f"-I {builtin} 1 -j {chain}" in text
 
@@ -358,3 +391,180 @@ def test_resolvers_from_resolv_conf() -> None:
         "# ExtServers: [host(127.0.0.53) 198.51.100.53 203.0.113.53]\n"
     )
     assert resolvers_from_resolv_conf(text) == ("203.0.113.53", "fe80::1", "198.51.100.53")
+
+
+# ---------------------------------------------------------------- an upstream on this host
+
+
+def _local(upstreams: tuple[tuple[str, int], ...], **kw: object) -> FirewallSpec:
+    return FirewallSpec(block_unredirected=True, upstreams=upstreams, **kw)  # type: ignore[arg-type]
+
+
+LOCAL_GUARD = {
+    "ipv4": [
+        f"-A {GUARD_OUT} -d 127.0.0.0/8 -p tcp -m multiport --dports 3128",
+        f"-A {GUARD_OUT} -m addrtype --dst-type LOCAL -p tcp -m multiport --dports 3128",
+    ],
+    "ipv6": [
+        f"-A {GUARD_OUT} -d ::1/128 -p tcp -m multiport --dports 3128",
+        f"-A {GUARD_OUT} -m addrtype --dst-type LOCAL -p tcp -m multiport --dports 3128",
+    ],
+}
+
+
+def _guard_heads(spec: FirewallSpec, family: str) -> list[str]:
+    rules = chain_lines(iptables_restore(spec, family, EMPTY), GUARD_OUT)  # type: ignore[arg-type]
+    return [r.split(" -m comment")[0] for r in rules]
+
+
+@pytest.mark.parametrize(
+    "upstream",
+    [
+        ("127.0.0.1", 3128),
+        ("127.0.0.2", 3128),
+        ("::1", 3128),  # an IPv6 upstream on `[::]` also answers IPv4 127.x
+        ("::ffff:127.0.0.1", 3128),
+        ("0.0.0.0", 3128),  # Linux connects it to this host
+        ("::", 3128),
+        ("198.51.100.2", 3128),  # one of this namespace's own addresses
+        ("2001:db8:1::2", 3128),
+    ],
+)
+def test_a_local_upstream_is_guarded_on_every_local_address_of_both_families(
+    upstream: tuple[str, int],
+) -> None:
+    spec = _local((upstream,), local_addresses=("198.51.100.2", "2001:db8:1::2"))
+    assert spec.local_upstream_ports == (3128,) and spec.remote_upstreams == ()
+    for family in ("ipv4", "ipv6"):
+        heads = _guard_heads(spec, family)
+        local_return = heads.index(f"-A {GUARD_OUT} -m addrtype --dst-type LOCAL")
+        # after the exemptions and the replies, before "stays on this host"
+        assert heads[2:4] == LOCAL_GUARD[family] and local_return == 4, heads
+        # not the one exact address: that is what left 127.0.0.2, ::1 and eth0 open
+        assert not any("--ctorigdst" in h for h in heads)
+    text = iptables_restore(spec, "ipv4", EMPTY)
+    assert text.count("REJECT --reject-with tcp-reset") >= 2
+
+
+def test_an_upstream_elsewhere_keeps_its_exact_match() -> None:
+    spec = _local((("198.51.100.7", 3128),), local_addresses=("198.51.100.2",))
+    assert spec.local_upstream_ports == () and spec.remote_upstreams == (("198.51.100.7", 3128),)
+    heads = _guard_heads(spec, "ipv4")
+    assert f"-A {GUARD_OUT} -p tcp -m conntrack --ctorigdst 198.51.100.7 --ctorigdstport 3128" in (
+        heads
+    )
+    assert not any("--dports 3128" in h for h in heads + _guard_heads(spec, "ipv6"))
+
+
+def test_local_upstream_ports_are_merged_into_one_match() -> None:
+    spec = _local((("127.0.0.1", 3128), ("::1", 1080), ("127.0.0.1", 3128)))
+    assert spec.local_upstream_ports == (1080, 3128)
+    assert LOCAL_GUARD["ipv4"][1].replace("3128", "1080,3128") in _guard_heads(spec, "ipv4")
+
+
+def test_a_local_upstream_on_a_transparent_port_is_not_redirected() -> None:
+    # redirected, the proxy would carry the client to it (its own traffic is exempt)
+    spec = _local((("127.0.0.1", 8080),), ports=None, from_interfaces=("br0",))
+    for family in ("ipv4", "ipv6"):
+        text = iptables_restore(spec, family, EMPTY)
+        nat = [r.split(" -m comment")[0] for r in chain_lines(text, NAT_OUT)]
+        assert (
+            nat[1] == f"-A {NAT_OUT} -m addrtype --dst-type LOCAL -p tcp -m multiport --dports 8080"
+        )
+        assert chain_lines(text, NAT_OUT)[1].endswith("-j RETURN")
+        pre = [r.split(" -m comment")[0] for r in chain_lines(text, NAT_PRE)]
+        assert pre[0] == (
+            f"-A {NAT_PRE} -i br0 -m addrtype --dst-type LOCAL -p tcp -m multiport --dports 8080"
+        )
+    # not on a port that is not redirected anyway, and not without the guard
+    quiet = _local((("127.0.0.1", 3128),))
+    assert not any(
+        "addrtype" in r for r in chain_lines(iptables_restore(quiet, "ipv4", EMPTY), NAT_OUT)
+    )
+    unguarded = FirewallSpec(ports=None, upstreams=(("127.0.0.1", 8080),))
+    text = iptables_restore(unguarded, "ipv4", EMPTY)
+    assert not any("addrtype" in r for r in chain_lines(text, NAT_OUT))
+
+
+def test_a_local_upstream_is_closed_to_forwarded_clients_in_input() -> None:
+    spec = _local((("127.0.0.1", 3128),), from_interfaces=("br0",))
+    for family in ("ipv4", "ipv6"):
+        text = iptables_restore(spec, family, EMPTY)
+        rules = [
+            r.split(" -m comment")[0] + " " + r.split(" -j ")[-1]
+            for r in chain_lines(text, GUARD_IN)
+        ]
+        assert rules == [
+            f"-A {GUARD_IN} -i br0 -m conntrack --ctstate ESTABLISHED --ctdir REPLY RETURN",
+            f"-A {GUARD_IN} -i br0 -p tcp -m multiport --dports 3128"
+            " REJECT --reject-with tcp-reset",
+        ]
+        assert f"-I INPUT 1 -j {GUARD_IN}" in text
+    # no INPUT chain without a local upstream
+    assert GUARD_IN not in iptables_restore(FULL, "ipv4", EMPTY)
+
+
+def test_ipv6_drop_keeps_the_local_upstream_guard_before_this_host() -> None:
+    spec = FirewallSpec(ipv6="drop", upstreams=(("127.0.0.1", 3128),))
+    heads = _guard_heads(spec, "ipv6")
+    assert heads.index(LOCAL_GUARD["ipv6"][1]) < heads.index(
+        f"-A {GUARD_OUT} -m addrtype --dst-type LOCAL"
+    )
+
+
+def test_a_local_upstream_on_the_proxy_port_is_refused() -> None:
+    with pytest.raises(FirewallError, match="the proxy's own port"):
+        FirewallSpec(upstreams=(("127.0.0.1", 15001),))
+    FirewallSpec(upstreams=(("198.51.100.7", 15001),))  # elsewhere: no conflict
+
+
+def test_nft_guards_a_local_upstream_by_fib_and_loopback() -> None:
+    text = nft_ruleset(_local((("127.0.0.1", 3128),), ports=None, from_interfaces=("br0",)))
+    comment = 'comment "only the proxy may use the upstream proxy on this host"'
+    for nf, ip, loop in (("ipv4", "ip", "127.0.0.0/8"), ("ipv6", "ip6", "::1/128")):
+        assert (
+            f"meta nfproto {nf} {ip} daddr {loop} tcp dport {{ 3128 }}"
+            f" reject with tcp reset {comment}" in text
+        )
+        assert (
+            f"meta nfproto {nf} fib daddr type local tcp dport {{ 3128 }}"
+            f" reject with tcp reset {comment}" in text
+        )
+        assert (
+            f'meta nfproto {nf} iifname "br0" tcp dport {{ 3128 }} reject with tcp reset {comment}'
+            in text
+        )
+        assert f"meta nfproto {nf} fib daddr type local tcp dport {{ 3128 }} return" in text
+    guard = text[text.index("chain guard_output") : text.index("chain guard_forward")]
+    assert guard.index("fib daddr type local tcp dport") < guard.index(
+        "fib daddr type local return"
+    )
+    assert "chain guard_input {\n\t\ttype filter hook input priority -10;" in text
+    assert "ct original ip daddr 127.0.0.1" not in text
+
+
+# ---------------------------------------------------------------- the apply side's inputs
+
+
+def test_unreadable_namespace_addresses_refuse_rather_than_guess_remote(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import subprocess
+
+    from proxy import firewall_apply as apply_side
+
+    def no_ip(cmd: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(cmd, 127, "", "ip: not found")
+
+    monkeypatch.setattr(apply_side, "run", no_ip)
+    # loopback upstreams need no lookup: they are on this host whatever the addresses
+    assert apply_side.namespace_addresses([("127.0.0.1", 3128), ("::1", 3128)]) == ()
+    with pytest.raises(apply_side.FirewallFailure, match="on this host"):
+        apply_side.namespace_addresses([("198.51.100.2", 3128)])
+
+    def some_ip(cmd: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        out = '[{"addr_info": [{"local": "198.51.100.2"}, {"local": "fe80::1"}]}, {}]'
+        return subprocess.CompletedProcess(cmd, 0, out, "")
+
+    monkeypatch.setattr(apply_side, "run", some_ip)
+    assert apply_side.namespace_addresses([("198.51.100.2", 3128)]) == ("198.51.100.2", "fe80::1")

@@ -117,13 +117,21 @@ def test_run_refuses_an_invalid_config(tmp_path: Path, capsys: pytest.CaptureFix
     assert "unknownKey" in capsys.readouterr().err
 
 
-def test_redirect_hint_is_scoped_to_a_group_and_skips_loopback() -> None:
+def test_redirect_hint_is_the_iptables_apply_command_for_this_run() -> None:
     cfg = parse_config_text(DEFAULT_POLICY, "default")
-    hint = redirect_hint(cfg, 15001)
-    assert "--gid-owner" in hint and "! -d 127.0.0.0/8" in hint
-    assert hint.endswith("--to-ports 15001")
+    hint = redirect_hint(None, cfg, 15001, 0x4147)
+    # not a hand-written IPv4-only rule: the command that installs the real rule set
+    assert hint == "airgap-proxy iptables apply --transparent-ports '*' --block-unredirected"
+    assert "--gid-owner" not in hint
     ports = parse_config_text('{"transparentPorts": "80,443,8000-8100"}', "x")
-    assert "--dports 80,443,8000:8100" in redirect_hint(ports, 1)
+    assert "--transparent-ports 80,443,8000-8100 " in redirect_hint(None, ports, 1, 0x4147)
+    hint = redirect_hint("/etc/my policy.json", ports, 15002, 0x10)
+    assert hint == (
+        "airgap-proxy iptables apply --config '/etc/my policy.json' --proxy-port 15002"
+        " --mark 0x10 --block-unredirected"
+    )
+    # a proxy that cannot mark its sockets must be exempted by its uid
+    assert f"--proxy-uid {os.getuid()} " in redirect_hint("/p.json", ports, 15001, None)
 
 
 def test_explain_evaluates_an_embedded_pac(tmp_path: Path) -> None:
@@ -158,7 +166,7 @@ def test_explain_with_an_unreachable_pac_says_it_blocks(tmp_path: Path) -> None:
 
 def test_mark_defaults_to_the_one_the_redirect_rules_exempt() -> None:
     from proxy.cli import can_mark, resolve_mark
-    from rules.firewall import DEFAULT_MARK
+    from rules.redirect_rules import DEFAULT_MARK
 
     assert os.geteuid() == 0, "the suite runs as root (tests/run.sh)"
     assert can_mark(DEFAULT_MARK)
@@ -248,7 +256,7 @@ def test_iptables_warns_that_a_pacs_proxies_are_open_to_applications(
     # The guard rejects applications' own connections to the upstream proxies, but a PAC
     # names its proxies only at run time: one it sends some names to (PROXY corp:3128) could
     # be used directly for every other name, unless the operator lists it.
-    from proxy import firewall
+    from proxy import firewall_apply
     from proxy.cli import build_parser
 
     path = tmp_path / "admin-settings.json"
@@ -256,7 +264,7 @@ def test_iptables_warns_that_a_pacs_proxies_are_open_to_applications(
     path.chmod(0o600)
     options = ["--block-unredirected", "--ipv6", "drop", "--dns-server", "192.0.2.53", *extra]
     args = build_parser().parse_args(["iptables", "show", "--config", str(path), *options])
-    firewall.build_spec(args)
+    firewall_apply.build_spec(args)
     assert ("the policy is a PAC" in capsys.readouterr().err) is warned
 
 

@@ -4,8 +4,8 @@ A missed port, a missed address family or a loop in these rules is a silent hole
 gap, so the rule set is built once, as data (`Rule`), from one `FirewallSpec`, and two small
 renderers spell the same rules for iptables-restore and for nft. Everything that touches the
 system (running the tools, reading the current rules, resolving names, looking up uids)
-lives in `proxy/firewall.py`; this module only turns values into text, so every rule is
-unit-tested without a network.
+lives in `proxy/firewall_apply.py`; this module only turns values into text, so every rule
+is unit-tested without a network.
 
 Shape of what `apply` installs, per address family:
 
@@ -15,6 +15,8 @@ Shape of what `apply` installs, per address family:
   TCP arriving on those interfaces.
 - filter OUTPUT -> `AIRGAP-GUARD-OUT` and FORWARD -> `AIRGAP-GUARD-FWD` (the leak guard, and
   the IPv6 drop mode, and the lockdown): see `_guard_rules`.
+- filter INPUT -> `AIRGAP-GUARD-IN` (only with `--from-interface` and an upstream proxy on
+  this host): forwarded clients may not reach that upstream on this host's addresses.
 
 The chains are our own, so `remove` deletes exactly what `apply` added, and `apply` on top of
 an earlier apply replaces it (no duplicates). Every jump is inserted at the top of its
@@ -48,11 +50,13 @@ NAT_OUT = "AIRGAP-NAT-OUT"
 NAT_PRE = "AIRGAP-NAT-PRE"
 GUARD_OUT = "AIRGAP-GUARD-OUT"
 GUARD_FWD = "AIRGAP-GUARD-FWD"
+GUARD_IN = "AIRGAP-GUARD-IN"
 
 #: Our chain -> (table, the built-in chain that jumps to it).
 CHAINS: dict[str, tuple[str, str]] = {
     GUARD_OUT: ("filter", "OUTPUT"),
     GUARD_FWD: ("filter", "FORWARD"),
+    GUARD_IN: ("filter", "INPUT"),
     NAT_OUT: ("nat", "OUTPUT"),
     NAT_PRE: ("nat", "PREROUTING"),
 }
@@ -61,6 +65,7 @@ CHAINS: dict[str, tuple[str, str]] = {
 _NFT_CHAINS: dict[str, tuple[str, str, str, int]] = {
     GUARD_OUT: ("guard_output", "filter", "output", -10),
     GUARD_FWD: ("guard_forward", "filter", "forward", -10),
+    GUARD_IN: ("guard_input", "filter", "input", -10),
     NAT_OUT: ("nat_output", "nat", "output", -110),
     NAT_PRE: ("nat_prerouting", "nat", "prerouting", -110),
 }
@@ -96,6 +101,11 @@ class FirewallSpec:
     (`transparentPorts: "*"`); an empty tuple redirects nothing. `upstreams` are the
     configured upstream proxies as (IP, port): applications may not reach them directly.
     `dns_servers` are the only UDP destinations the guard lets through (port 53).
+    `local_addresses` are this namespace's own addresses when the rules were made: an
+    upstream on one of them (or on a loopback or unspecified address) is on this host,
+    where a server bound to the wildcard address answers on every local address of both
+    families, so its port is guarded on all of them (`local_upstream_ports`) instead of on
+    the one address configured.
     `lockdown` replaces everything with reject-all (what a dead proxy leaves behind).
     """
 
@@ -107,6 +117,7 @@ class FirewallSpec:
     block_unredirected: bool = False
     dns_servers: tuple[str, ...] = ()
     upstreams: tuple[tuple[str, int], ...] = ()
+    local_addresses: tuple[str, ...] = ()
     ipv6: IPv6Mode = "redirect"
     lockdown: bool = False
 
@@ -129,9 +140,17 @@ class FirewallSpec:
                 raise FirewallError(f"bad interface name {name!r}")
         for ip in self.dns_servers:
             _check_ip(ip, "DNS server")
+        for ip in self.local_addresses:
+            _check_ip(ip, "local address")
         for ip, port in self.upstreams:
             _check_ip(ip, "upstream proxy")
             _check_port(port, "upstream proxy port")
+        if self.proxy_port in self.local_upstream_ports:
+            # Its guard would reject every redirected connection (they arrive on that port).
+            raise FirewallError(
+                f"an upstream proxy on this host uses port {self.proxy_port}, the proxy's own"
+                " port: give one of them another port"
+            )
         if self.ipv6 not in ("redirect", "drop", "absent"):
             raise FirewallError(f"bad ipv6 mode {self.ipv6!r}")
 
@@ -139,6 +158,26 @@ class FirewallSpec:
     def guarded(self) -> bool:
         """Whether filter chains are needed at all."""
         return self.block_unredirected or self.lockdown or self.ipv6 == "drop"
+
+    def is_local(self, ip: str) -> bool:
+        """Whether a connection to `ip` stays on this host (a loopback, unspecified or own
+        address): then any local address reaches the same listener."""
+        addr = ipaddress.ip_address(_plain(ip))
+        if addr.is_loopback or addr.is_unspecified:
+            return True
+        if addr.version == 4 and addr in ipaddress.ip_network("0.0.0.0/8"):
+            return True  # Linux connects 0.x to this host, as it does 0.0.0.0
+        return str(addr) in {_plain(a) for a in self.local_addresses}
+
+    @property
+    def local_upstream_ports(self) -> tuple[int, ...]:
+        """The ports of the upstream proxies on this host, guarded on every local address."""
+        return tuple(sorted({port for ip, port in self.upstreams if self.is_local(ip)}))
+
+    @property
+    def remote_upstreams(self) -> tuple[tuple[str, int], ...]:
+        """The upstream proxies elsewhere, guarded by their exact address and port."""
+        return tuple((ip, port) for ip, port in self.upstreams if not self.is_local(ip))
 
     def as_lockdown(self) -> FirewallSpec:
         """The same spec, reject-all."""
@@ -209,6 +248,7 @@ def chain_rules(spec: FirewallSpec, family: Family) -> dict[str, list[Rule]]:
         chains[GUARD_OUT] = _guard_rules(spec, family, forward=False)
         if spec.from_interfaces:
             chains[GUARD_FWD] = _guard_rules(spec, family, forward=True)
+            chains[GUARD_IN] = _guard_input_rules(spec, family)
         # `--ipv6 drop` alone guards IPv6 only: no empty IPv4 chains.
         chains = {name: rules for name, rules in chains.items() if rules}
     redirecting = not spec.lockdown and not (family == "ipv6" and spec.ipv6 == "drop")
@@ -241,6 +281,7 @@ def _nat_output_rules(spec: FirewallSpec, family: Family) -> list[Rule]:
     # Loopback by destination, not `-o lo`: after routing, every local address is `-o lo`,
     # and connections to the host's own addresses must still be seen by the proxy.
     rules = [Rule("return", "loopback stays local", daddr=_LOOPBACK[family])]
+    rules += _local_upstream_unredirected(spec, None)
     rules += _exemptions(spec)
     rules += _redirect(spec, "transparent ports to the proxy")
     return rules
@@ -249,7 +290,70 @@ def _nat_output_rules(spec: FirewallSpec, family: Family) -> list[Rule]:
 def _nat_prerouting_rules(spec: FirewallSpec) -> list[Rule]:
     rules: list[Rule] = []
     for name in spec.from_interfaces:
+        rules += _local_upstream_unredirected(spec, name)
         rules += _redirect(spec, f"transparent ports from {name} to the proxy", iif=name)
+    return rules
+
+
+def _redirects_port(spec: FirewallSpec, port: int) -> bool:
+    return spec.ports is None or any(lo <= port <= hi for lo, hi in spec.ports)
+
+
+def _port_chunks(ports: Iterable[int]) -> list[PortRanges]:
+    return multiport_chunks(tuple((p, p) for p in ports))
+
+
+def _local_upstream_unredirected(spec: FirewallSpec, iif: str | None) -> list[Rule]:
+    """A connection to this host's own address on a local upstream's (transparent) port is
+    not redirected, so the guard rejects it: redirected, it would reach the proxy, which
+    could connect it to the upstream on the client's behalf (its own traffic is exempt)."""
+    if not spec.block_unredirected:
+        return []
+    ports = [p for p in spec.local_upstream_ports if _redirects_port(spec, p)]
+    return [
+        Rule(
+            "return",
+            "upstream proxy on this host: left to the guard",
+            iif=iif,
+            local_dst=True,
+            tcp_ports=chunk,
+        )
+        for chunk in _port_chunks(ports)
+    ]
+
+
+def _local_upstream_rejects(spec: FirewallSpec, family: Family, iif: str | None) -> list[Rule]:
+    """An upstream proxy on this host, on every local address of this family.
+
+    A server bound to the wildcard address (tinyproxy's and microsocks' default) answers on
+    127.0.0.2, on ::1 (and over IPv4 when bound to `[::]`) and on every interface address:
+    matching the one configured address would leave all the others open. The port is
+    rejected by destination type (every address this host has now or gets later), and on
+    loopback by prefix as well, which needs no route lookup.
+    """
+    rules: list[Rule] = []
+    for chunk in _port_chunks(spec.local_upstream_ports):
+        comment = "only the proxy may use the upstream proxy on this host"
+        rules.append(Rule("reject", comment, iif=iif, daddr=_LOOPBACK[family], tcp_ports=chunk))
+        rules.append(Rule("reject", comment, iif=iif, local_dst=True, tcp_ports=chunk))
+    return rules
+
+
+def _guard_input_rules(spec: FirewallSpec, family: Family) -> list[Rule]:
+    """Clients behind `--from-interface` reach this host's own addresses through INPUT, not
+    FORWARD: an upstream proxy on this host is rejected there too."""
+    if spec.lockdown or not spec.local_upstream_ports:
+        return []
+    if not spec.block_unredirected and not (family == "ipv6" and spec.ipv6 == "drop"):
+        return []
+    rules: list[Rule] = []
+    for name in spec.from_interfaces:
+        rules.append(
+            Rule("return", "replies to outbound connections", iif=name, reply_direction=True)
+        )
+        for chunk in _port_chunks(spec.local_upstream_ports):
+            comment = "only the proxy may use the upstream proxy on this host"
+            rules.append(Rule("reject", comment, iif=name, tcp_ports=chunk))
     return rules
 
 
@@ -258,8 +362,10 @@ def _guard_rules(spec: FirewallSpec, family: Family, *, forward: bool) -> list[R
 
     1. the proxy's own traffic (mark / uid) passes (OUTPUT only);
     2. replies within connections that were opened *to* us pass (we serve, we do not egress);
-    3. applications may not reach the upstream proxies themselves (matched on the
-       conntrack original destination, so a redirected connection to them is caught too);
+    3. applications may not reach the upstream proxies themselves: a remote one matched on
+       the conntrack original destination (so a redirected connection to it is caught
+       too), one on this host by its port on every local address of both families (see
+       `_local_upstream_rejects`; the redirect leaves those connections alone);
     4. what stays on this host passes: a local destination address, which includes every
        redirected packet (its destination is already the proxy's). Not `-o lo`: the
        filter hook still sees the interface chosen before nat rerouted the packet;
@@ -283,18 +389,20 @@ def _guard_for(spec: FirewallSpec, family: Family, iif: str | None, *, forward: 
         return Rule(verdict, comment, iif=iif, **kw)  # type: ignore[arg-type]
 
     if spec.lockdown:
-        rules = [] if forward else [r("return", "stays on this host", local_dst=True)]
-        return [*rules, r("reject", "lockdown")]
+        local = [] if forward else [r("return", "stays on this host", local_dst=True)]
+        return [*local, r("reject", "lockdown")]
     rules: list[Rule] = []
     if not forward:
         rules += _exemptions(spec)
     rules.append(r("return", "replies to inbound connections", reply_direction=True))
-    for ip, port in spec.upstreams:
+    for ip, port in spec.remote_upstreams:
         if family_of(ip) == family:
             rules.append(
                 r("reject", "only the proxy may use the upstream proxy", orig_dst=(ip, port))
             )
     if not forward:
+        # Forwarded packets never go to this host's own addresses (GUARD_IN has those).
+        rules += _local_upstream_rejects(spec, family, iif)
         rules.append(r("return", "stays on this host", local_dst=True))
     if family == "ipv6" and spec.ipv6 == "drop":
         if not forward:
@@ -477,35 +585,66 @@ def iptables_restore(spec: FirewallSpec | None, family: Family, current: SavedSt
     tables = ("filter", "nat") if spec is not None else ("nat", "filter")
     out: list[str] = []
     for table in tables:
-        want = [c for c in wanted if CHAINS[c][0] == table]
         have = sorted(current.chains.get(table, set()))
         jumps = current.jumps.get(table, [])
-        if not want and not have and not jumps:
+        body = _table_body(table, wanted, have, family)
+        if not body and not jumps:
             continue
         out.append(f"*{table}")
         out += [f"-D {chain} {rule}" for chain, rule in jumps]
-        for chain in want:
-            out.append(f":{chain} - [0:0]")
-        for chain in have:
-            if chain not in want:
-                out += [f":{chain} - [0:0]", f"-X {chain}"]
-        for chain in want:
-            for rule in wanted[chain]:
-                out += _iptables_body(rule, chain, family)
-        for chain in want:
-            out.append(f"-I {CHAINS[chain][1]} 1 -j {chain}")
+        out += body
         out.append("COMMIT")
     return "\n".join(out) + "\n" if out else ""
 
 
-def iptables_script(spec: FirewallSpec | None, states: dict[Family, SavedState]) -> str:
-    """The shell commands `apply`/`remove` run, runnable as printed (`show`)."""
+def _table_body(
+    table: str, wanted: dict[str, list[Rule]], remove: Sequence[str], family: Family
+) -> list[str]:
+    """After the jumps into our chains are gone: declare (flush) the wanted chains, delete
+    the `remove` ones no longer wanted, fill, and jump to each from the top."""
+    want = [c for c in wanted if CHAINS[c][0] == table]
+    out = [f":{chain} - [0:0]" for chain in want]
+    for chain in remove:
+        if chain not in want:
+            out += [f":{chain} - [0:0]", f"-X {chain}"]
+    for chain in want:
+        for rule in wanted[chain]:
+            out += _iptables_body(rule, chain, family)
+    out += [f"-I {CHAINS[chain][1]} 1 -j {chain}" for chain in want]
+    return out
+
+
+#: Turns `iptables-save` output into `-D` lines for every jump into one of our chains (a
+#: rule of a chain of ours is skipped): what `parse_saved` finds, done by the shell.
+_DELETE_JUMPS = r"sed -n '/^-A AIRGAP-/d; /^-A .* -[jg] AIRGAP-/s/^-A /-D /p'"
+
+
+def iptables_script(spec: FirewallSpec, families: Sequence[Family] = FAMILIES) -> str:
+    """The shell commands that do what `apply` does, runnable as printed (`show`).
+
+    They do not depend on what is installed when they are printed, so they can be run again
+    and again (by hand, from a boot script) and never add a second jump: each table's
+    transaction deletes the jumps into our chains that `iptables-save` shows *when it runs*,
+    declares every chain of ours (creating or flushing it), deletes those not wanted, fills
+    the rest and jumps to them from the top, as `apply` does. Guard before redirect.
+    """
     blocks: list[str] = []
-    for family in FAMILIES:
-        text = iptables_restore(spec, family, states.get(family, SavedState({}, {})))
-        if text:
-            tool = "iptables-restore" if family == "ipv4" else "ip6tables-restore"
-            blocks.append(f"{tool} --noflush <<'EOF'\n{text}EOF\n")
+    for family in families:
+        if family == "ipv6" and spec.ipv6 == "absent":
+            continue
+        wanted = chain_rules(spec, family)
+        save = "iptables-save" if family == "ipv4" else "ip6tables-save"
+        restore = "iptables-restore" if family == "ipv4" else "ip6tables-restore"
+        for table in ("filter", "nat"):
+            ours = [c for c, (t, _) in CHAINS.items() if t == table]
+            body = _table_body(table, wanted, ours, family)
+            text = "\n".join(body)
+            blocks.append(
+                f"{{ echo '*{table}'\n"
+                f"  {save} -t {table} 2>/dev/null | {_DELETE_JUMPS}\n"
+                f"  cat <<'EOF'\n{text}\nCOMMIT\nEOF\n"
+                f"}} | {restore} --noflush\n"
+            )
     return "".join(blocks)
 
 

@@ -1,11 +1,11 @@
 """`airgap-proxy iptables apply|remove|show`: install the redirect and leak-guard rules.
 
-The rule text comes from `rules/firewall.py` (pure); this module does the system side: read
-the config, resolve uids, upstream proxy names and DNS servers, find out whether IPv6 and
-IPv6 nat exist, read what is installed now, and hand the text to `iptables-restore
---noflush` or `nft -f` (each one transaction, validated with `--test` / `-c` first). Every
-doubt ends in a refusal with a message, never in fewer rules: a rule set with a hole looks
-exactly like a working one.
+The rule text comes from `rules/redirect_rules.py` (pure); this module applies it, doing the
+system side: read the config, resolve uids, upstream proxy names and DNS servers, read the
+namespace's own addresses, find out whether IPv6 and IPv6 nat exist, read what is installed
+now, and hand the text to `iptables-restore --noflush` or `nft -f` (each one transaction,
+validated with `--test` / `-c` first). Every doubt ends in a refusal with a message, never
+in fewer rules: a rule set with a hole looks exactly like a working one.
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rules.firewall import (
+from rules.errors import ConfigError
+from rules.redirect_rules import (
     DEFAULT_MARK,
     DEFAULT_PROXY_PORT,
     FAMILIES,
+    NFT_TABLE,
     Family,
     FirewallError,
     FirewallSpec,
@@ -191,8 +193,18 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.action == "remove":
             backend = make_backend(args.backend)
-            backend.remove()
-            print(f"airgap-proxy: rules removed ({args.backend})", file=sys.stderr)
+            if backend.remove():
+                print(f"airgap-proxy: rules removed ({args.backend})", file=sys.stderr)
+            else:
+                # Still success: the goal, no rules of ours, holds. The other backend's
+                # rules are its own (see `remove --backend`).
+                other = "nft" if args.backend == "iptables" else "iptables"
+                print(
+                    f"airgap-proxy: nothing to remove: no airgap-proxy rules are installed"
+                    f" with {args.backend} (rules applied with --backend {other} are removed"
+                    f" with `remove --backend {other}`)",
+                    file=sys.stderr,
+                )
             return 0
         spec = build_spec(args)
         backend = make_backend(args.backend)
@@ -203,7 +215,7 @@ def main(args: argparse.Namespace) -> int:
         backend.apply(spec)
         print(f"airgap-proxy: rules applied ({args.backend}); {summary(spec)}", file=sys.stderr)
         return 0
-    except (FirewallError, ValueError) as exc:
+    except (FirewallError, ValueError, ConfigError) as exc:
         print(f"airgap-proxy iptables: {exc}", file=sys.stderr)
         return 2
     except FirewallFailure as exc:
@@ -245,6 +257,11 @@ def build_spec(args: argparse.Namespace) -> FirewallSpec:
     dns = tuple(args.dns_server) or default_dns_servers()
     if args.block_unredirected and not dns:
         warn("no DNS server found in /etc/resolv.conf: the guard lets no UDP out")
+    if upstreams and not args.block_unredirected:
+        warn(
+            "without --block-unredirected nothing keeps applications from connecting to the"
+            " upstream proxies directly (one on this host on any of its addresses)"
+        )
     spec = FirewallSpec(
         ports=ports,
         proxy_port=args.proxy_port,
@@ -254,6 +271,7 @@ def build_spec(args: argparse.Namespace) -> FirewallSpec:
         block_unredirected=args.block_unredirected,
         dns_servers=dns,
         upstreams=upstreams,
+        local_addresses=namespace_addresses(upstreams),
         ipv6=ipv6,
     )
     for name in spec.from_interfaces:
@@ -308,6 +326,32 @@ def resolve_upstreams(upstreams: Sequence[tuple[str, int]]) -> tuple[tuple[str, 
             if (addr, port) not in out:
                 out.append((addr, port))
     return tuple(out)
+
+
+def namespace_addresses(upstreams: Sequence[tuple[str, int]]) -> tuple[str, ...]:
+    """This namespace's own addresses (`ip -j addr`), to tell which upstreams are local.
+
+    Needed only for an upstream that is neither loopback nor unspecified: if it is one of
+    these addresses, a wildcard-bound server answers on all of them and the guard must know.
+    When they cannot be read, guessing "remote" would leave every other local address open,
+    so apply refuses.
+    """
+    candidates = [ip for ip, _ in upstreams if not FirewallSpec().is_local(ip)]
+    if not candidates:
+        return ()
+    result = run(["ip", "-j", "addr", "show"])
+    try:
+        if result.returncode != 0:
+            raise ValueError((result.stderr or "").strip())
+        infos = json.loads(result.stdout)
+        addrs = [str(a["local"]) for i in infos for a in i.get("addr_info", []) if "local" in a]
+        found = tuple(dict.fromkeys(str(ipaddress.ip_address(a.split("%", 1)[0])) for a in addrs))
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise FirewallFailure(
+            f"cannot read this namespace's addresses (ip -j addr show: {exc}): the guard must"
+            f" know whether the upstream proxies ({', '.join(candidates)}) are on this host"
+        ) from None
+    return found
 
 
 def default_dns_servers() -> tuple[str, ...]:
@@ -393,6 +437,12 @@ def summary(spec: FirewallSpec) -> str:
     if spec.from_interfaces:
         parts.append("also from " + ",".join(spec.from_interfaces))
     parts.append("leak guard on" if spec.block_unredirected else "leak guard off")
+    local_ports = spec.local_upstream_ports
+    if spec.block_unredirected and local_ports:
+        parts.append(
+            "upstream proxy port " + ",".join(map(str, local_ports)) + " guarded on every"
+            " local address"
+        )
     parts.append(
         {"redirect": "IPv6 redirected", "drop": "IPv6 rejected", "absent": "no IPv6"}[spec.ipv6]
     )
@@ -444,15 +494,9 @@ class IptablesBackend:
         _check(result, _SAVE[family])
         return parse_saved(result.stdout)
 
-    def script(self, spec: FirewallSpec | None) -> str:
-        """What apply/remove would run now (against an empty state when it cannot look)."""
-        states: dict[Family, SavedState] = {}
-        for family in self.families():
-            try:
-                states[family] = self.state(family)
-            except FirewallFailure:
-                states[family] = SavedState({}, {})
-        return iptables_script(spec, states)
+    def script(self, spec: FirewallSpec) -> str:
+        """Commands that do what apply does, whatever is installed when they run."""
+        return iptables_script(spec, self.families())
 
     def apply(self, spec: FirewallSpec | None) -> None:
         """Validate every family's text first, then commit each (guard before redirect)."""
@@ -480,15 +524,19 @@ class IptablesBackend:
                 )
             done.append(family)
 
-    def remove(self) -> None:
+    def remove(self) -> bool:
+        """Undo apply; False when nothing of ours was installed (and nothing was run)."""
+        if all(self.state(f).empty for f in self.families()):
+            return False
         self.apply(None)
+        return True
 
 
 @dataclass(frozen=True, slots=True)
 class NftBackend:
     """One `nft -f` transaction for everything, in a table of its own."""
 
-    def script(self, spec: FirewallSpec | None) -> str:
+    def script(self, spec: FirewallSpec) -> str:
         return nft_script(spec)
 
     def apply(self, spec: FirewallSpec | None) -> None:
@@ -496,8 +544,12 @@ class NftBackend:
         _check(run(["nft", "-c", "-f", "-"], text), "nft -c (check)")
         _check(run(["nft", "-f", "-"], text), "nft -f")
 
-    def remove(self) -> None:
+    def remove(self) -> bool:
+        """Delete our table; False when there was none (and nothing was run)."""
+        if run(["nft", "list", "table", "inet", NFT_TABLE]).returncode != 0:
+            return False
         self.apply(None)
+        return True
 
 
 def make_backend(name: str) -> IptablesBackend | NftBackend:
@@ -506,7 +558,7 @@ def make_backend(name: str) -> IptablesBackend | NftBackend:
 
 
 def standalone(argv: Sequence[str] | None = None) -> int:
-    """`python -m proxy.firewall ...`: the same command without the rest of the CLI."""
+    """`python -m proxy.firewall_apply ...`: the same command without the rest of the CLI."""
     parser = argparse.ArgumentParser(prog="airgap-proxy iptables")
     add_arguments(parser)
     return main(parser.parse_args(argv))
