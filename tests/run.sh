@@ -3,12 +3,14 @@
 # addresses, iptables rules and a private /etc/hosts there, and nothing can leak out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The interpreter on PATH is the one tested (./dev.sh test puts the checkout's .venv first);
+# ruff and pytest run as its modules, so no other installation can stand in for them.
 if [ "$(id -u)" -ne 0 ]; then
   echo "tests/run.sh: needs root (network namespaces, iptables)" >&2
   exit 2
 fi
-ruff check .
-ruff format --check .
+python3 -m ruff check .
+python3 -m ruff format --check .
 exec unshare --net --mount --fork -- bash -c '
   set -e
   mount --make-rprivate /
