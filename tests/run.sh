@@ -14,6 +14,10 @@ python3 -m ruff format --check .
 exec unshare --net --mount --fork -- bash -c '
   set -e
   mount --make-rprivate /
+  # Named network namespaces (ip netns add) live as files in /run/netns: a private one, so a
+  # test run never meets, nor deletes, another run'"'"'s namespaces of the same name.
+  mkdir -p /run/netns
+  mount -t tmpfs -o mode=0755 airgap-test-netns /run/netns
   ip link set lo up
   export AIRGAP_PRIVATE_NETNS=1
   exec python3 -m pytest -p no:cacheprovider "$@"' bash "$@"
