@@ -66,7 +66,7 @@ apt_install() {
   hold_services
   trap release_services EXIT
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   release_services
   trap - EXIT
   if [ "$systemd" = 1 ]; then
