@@ -1,7 +1,9 @@
 """One audit line per connection: who, where, what was decided and why, what it cost.
 
 Written once, when the connection ends (never per chunk). Credentials never appear: routes
-are logged in PAC spelling, which carries none.
+are logged in PAC spelling, which carries none. Every line has a decision: a connection that
+ended before the policy decided (not redirected, no original destination, the client left
+during the peek) was never let through, so its line says REJECT.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import time
 from dataclasses import dataclass, field
 
 log = logging.getLogger("airgap.conn")
+
+#: What the line says for a connection the policy never decided: nothing of it was forwarded.
+UNDECIDED = "REJECT"
 
 
 def _addr(ip: str, port: int) -> str:
@@ -55,7 +60,7 @@ class ConnectionRecord:
             "client": self.client,
             "dst": self.dst,
             "hostname": self.hostname,
-            "decision": self.decision,
+            "decision": self.decision or UNDECIDED,
             "reason": self.reason,
             "route": None if self.route is None else str(self.route),
             "bytes_up": self.bytes_up,

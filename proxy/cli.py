@@ -415,10 +415,21 @@ def add_pac_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--pac-engine", choices=("pacparser", "dukpy"), default=pac.engine)
 
 
+def _version() -> str:
+    """The installed distribution's version (a checkout run without installing has none)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("airgap-proxy")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="airgap-proxy", description="Transparent egress proxy for containers."
     )
+    parser.add_argument("--version", action="version", version=f"airgap-proxy {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the transparent proxy")

@@ -343,6 +343,7 @@ def test_connection_not_redirected_is_refused(start_proxy, origins) -> None:
         assert h.recv_all(sock) == b""
     record = proxy.wait_record(lambda r: "not redirected" in (r.get("error") or ""))
     assert record["route"] is None
+    assert record["decision"] == "REJECT"
 
 
 def test_graceful_stop_drains_open_relays_and_refuses_new_ones(start_proxy, relay) -> None:
