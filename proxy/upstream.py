@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from pac.routes import Route
 from proxy import handshake as hs
+from proxy.config import DEFAULTS
 from rules.routing import INAPPLICABLE, REFUSED, UNUSABLE, FailureKind
 
 
@@ -39,7 +40,7 @@ def _kind(exc: hs.HandshakeError) -> FailureKind:
 class ConnectOptions:
     """What every upstream connection shares."""
 
-    timeout: float = 10.0
+    timeout: float = DEFAULTS.connect_timeout
     mark: int | None = None
     ssl_context: ssl.SSLContext | None = None
 
