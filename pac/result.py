@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard, get_args
 
 from pac.routes import RouteVerdict, decide_routes
 
@@ -24,7 +24,11 @@ ErrorKind = Literal[
     "no_entrypoint",  # no FindProxyForURL function
     "crash",  # the worker process died for another reason (engine bug); fail closed
 ]
-ERROR_KINDS: frozenset[str] = frozenset(ErrorKind.__args__)  # type: ignore[attr-defined]
+ERROR_KINDS: frozenset[str] = frozenset(get_args(ErrorKind))
+
+
+def _is_error_kind(kind: object) -> TypeGuard[ErrorKind]:
+    return isinstance(kind, str) and kind in ERROR_KINDS  # a list is not even hashable
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +160,7 @@ def decode_envelope(text: Any) -> Envelope:
                 failure("non_ascii", "FindProxyForURL() returned a non-ASCII string"), misses
             )
         return Envelope(EvalResult(result, None, reads, alerts), misses)
-    if not isinstance(kind, str) or kind not in ERROR_KINDS:  # a list is not even hashable
+    if not _is_error_kind(kind):
         raise ProtocolError(f"unknown error kind {kind!r}")
     message = data.get("m")
     line = data.get("l")

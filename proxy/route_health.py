@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 
 from pac.routes import Route
+from proxy.config import DEFAULTS
 
 #: Failed proxies remembered at most (a PAC may name a proxy per destination, e.g. built
 #: from the host, so a client choosing names could otherwise grow the table for ever).
@@ -26,7 +27,7 @@ class BadProxies:
 
     __slots__ = ("_until", "ttl")
 
-    def __init__(self, ttl: float = 300.0) -> None:
+    def __init__(self, ttl: float = DEFAULTS.bad_proxy_ttl) -> None:
         self.ttl = ttl
         self._until: dict[tuple[str, str, int], float] = {}
 

@@ -15,9 +15,11 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from pac.routes import Route
 from proxy import handshake as hs
+from proxy.config import DEFAULTS
 from rules.routing import INAPPLICABLE, REFUSED, UNUSABLE, FailureKind
 
 
@@ -39,7 +41,7 @@ def _kind(exc: hs.HandshakeError) -> FailureKind:
 class ConnectOptions:
     """What every upstream connection shares."""
 
-    timeout: float = 10.0
+    timeout: float = DEFAULTS.connect_timeout
     mark: int | None = None
     ssl_context: ssl.SSLContext | None = None
 
@@ -116,7 +118,7 @@ class _Handshaking(_Held):
             self.done.set_exception(RouteFailed("upstream closed during the handshake"))
 
 
-def _connect_started(sock: socket.socket, addr: tuple) -> bool:  # type: ignore[type-arg]
+def _connect_started(sock: socket.socket, addr: tuple[Any, ...]) -> bool:
     """Start connecting a non-blocking socket; True when the handshake is already done.
 
     On loopback and other fast paths the kernel completes the handshake inside `connect()`
@@ -171,7 +173,7 @@ def _wake(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-def _numeric(host: str, port: int) -> list[tuple] | None:  # type: ignore[type-arg]
+def _numeric(host: str, port: int) -> list[tuple[Any, ...]] | None:
     """An IP literal's address without a resolver round trip (DIRECT always has one)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
@@ -215,9 +217,9 @@ async def _connect(
             factory,
             sock=sock,
             ssl=tls,
-            server_hostname=server_hostname,  # type: ignore[arg-type]
+            server_hostname=server_hostname,
         )
-        return transport  # type: ignore[return-value]
+        return transport
     raise last
 
 
@@ -309,4 +311,4 @@ async def open_direct(
     except BaseException:
         sock.close()
         raise
-    return transport, held.pending  # type: ignore[return-value]
+    return transport, held.pending
