@@ -303,7 +303,56 @@ G.isResolvableEx = function isResolvableEx(host) { return dnsResolveEx(host) != 
 G.localHostOrDomainIs = function localHostOrDomainIs(host, hostdom) {
   return host == hostdom || hostdom.lastIndexOf(host + ".", 0) == 0;
 };
+// Chromium turns the glob into a regular expression (`.` escaped, `*` -> `.*`, `?` -> `.`,
+// anchored) and runs it on a backtracking engine: with a few `*`, a name the client chooses
+// makes that take exponential time. A pattern whose only syntax is `*` and `?` (nearly all)
+// is matched by `globMatch` instead, with the regular expression's answers in time
+// proportional to the string's length times the pattern's. Anything else keeps the
+// regular expression, as in Chromium, which honours `[a-z]`, `(a|b)`, `+`... in patterns.
+var REGEX_SYNTAX = /[\\^$+()[\]{}|]/, LINE_END = /[\n\r\u2028\u2029]/;
+function isLineEnd(c) { return c === "\n" || c === "\r" || c === "\u2028" || c === "\u2029"; }
+// `*` and `?` match anything but a line terminator (the regex `.`); no line terminator in
+// `s` (the usual case): the classic scan that only ever returns to the latest `*`.
+function globMatch(s, p) {
+  if (apply(regexExec, LINE_END, [s]) !== null) return globMatchLines(s, p);
+  var n = s.length, m = p.length, i = 0, j = 0, star = -1, mark = 0;
+  while (i < n) {
+    if (j < m && p[j] === "*") { star = j++; mark = i; continue; }
+    if (j < m && (p[j] === "?" || p[j] === s[i])) { i++; j++; continue; }
+    if (star < 0) return false;
+    j = star + 1;
+    i = ++mark;
+  }
+  while (j < m && p[j] === "*") j++;
+  return j === m;
+}
+// A string with line terminators: the pattern as a set of states, advanced one character
+// at a time (no backtracking at all).
+function globMatchLines(s, p) {
+  var n = s.length, m = p.length, cur = [], next, i, j, c, any;
+  function close(set) { for (var k = 0; k < m; k++) if (set[k] && p[k] === "*") set[k + 1] = true; }
+  for (j = 0; j <= m; j++) push(cur, j === 0);
+  close(cur);
+  for (i = 0; i < n; i++) {
+    c = s[i];
+    next = [];
+    any = false;
+    for (j = 0; j <= m; j++) push(next, false);
+    for (j = 0; j < m; j++) {
+      if (!cur[j]) continue;
+      if (p[j] === "*") { if (!isLineEnd(c)) next[j] = any = true; }
+      else if (p[j] === "?" ? !isLineEnd(c) : p[j] === c) next[j + 1] = any = true;
+    }
+    if (!any) return false;
+    close(next);
+    cur = next;
+  }
+  return cur[m];
+}
 G.shExpMatch = function shExpMatch(url, pattern) {
+  if (typeof url === "string" && typeof pattern === "string" &&
+      apply(regexExec, REGEX_SYNTAX, [pattern]) === null)
+    return globMatch(url, pattern);
   var re = pattern.replace(/\./g, "\\.").replace(/\*/g, ".*").replace(/\?/g, ".");
   return new RegExp("^" + re + "$").test(url);
 };
