@@ -103,3 +103,32 @@ def test_the_glob_that_backtracked_is_decided_at_once(start_proxy) -> None:
     assert seconds < 0.5
     record = proxy.wait_record(lambda r: r.get("hostname") == name)
     assert "reject.docker.internal" in record["reason"]
+
+
+def test_connections_reset_while_waiting_for_their_decision_are_never_evaluated(
+    start_proxy,
+) -> None:
+    """A client that resets its connection (or is lost) before its evaluation starts is
+    dropped from the queue: its next fresh name does not wait behind the ones it left."""
+    proxy = start_proxy(
+        pac_config(embedded=SCRIPT), "--workers", "1", "--pac-eval-timeout", str(BOUND)
+    )
+    wait_script(proxy)
+    for name in ("w0.example", "w1.example"):
+        assert is_tls_access_denied(tls_from(ATTACKER, name)[0])
+    ask_and_leave(ATTACKER, "busy.spin.example")  # holds the attacker's engine for 1 s
+    for i in range(5):
+        sock = client_from(ATTACKER, h.ORIGIN_A, 80)
+        sock.sendall(f"GET / HTTP/1.1\r\nHost: r{i}.spin.example\r\n\r\n".encode())
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.close()  # RST
+    for i in range(5):
+        record = proxy.wait_record(lambda r, i=i: r.get("hostname") == f"r{i}.spin.example")
+        assert not record["decision"] and "client closed" in record["error"]
+    # Were they still queued, this would wait about 5 x 1.25 s behind them.
+    answer, seconds = tls_from(ATTACKER, "allowed.example")
+    assert h.origin_of(answer) == f"{h.ORIGIN_A}:443"
+    assert seconds < 2 * BOUND, f"waited {seconds:.2f} s"
+    assert "r0.spin.example" not in "".join(
+        line for line in proxy.log_text().splitlines() if "timeout" in line
+    ), "a reset connection was evaluated"
