@@ -126,3 +126,33 @@ def test_hostile_name_is_matched_at_once(engine_name: str) -> None:
             assert result.result == "PROXY no.example:1", result.error
         assert time.monotonic() - started < 0.5
         assert sandbox.respawns == 0
+
+
+@pytest.mark.parametrize("engine_name", ENGINES)
+def test_other_helpers_take_linear_time_on_long_hostile_strings(engine_name: str) -> None:
+    """The helpers a script applies to the client's name, on 60,000-character strings of
+    dots, colons or digits: each well inside the bound (no helper is super-linear, and an
+    IPv6 parse refuses anything longer than the longest literal before splitting it)."""
+    calls = [
+        'dnsDomainIs(host, ".a.b")',
+        'localHostOrDomainIs(host, host + "x")',
+        'isInNet(host, "10.0.0.0", "255.0.0.0")',
+        "isInNet(host, host, host)",
+        "dnsDomainLevels(host)",
+        "isPlainHostName(host)",
+        "sortIpAddressList(host)",
+        "isInNetEx(host, host)",
+        "isResolvable(host)",
+        "dnsResolveEx(host)",
+        "weekdayRange(host, host)",
+        "dateRange(host, host, host, host)",
+        "timeRange(host, host, host, host)",
+    ]
+    body = "".join(f"try {{ {call}; }} catch (e) {{}}\n" for call in calls)
+    src = f'function FindProxyForURL(url, host) {{\n{body} return "DIRECT"; }}'
+    with PacSandbox(src, engine_name, Limits(time=5.0)) as sandbox:
+        for host in ("a." * 30000, "1:" * 30000, "1.2.3." * 10000, "::" + "f:" * 30000):
+            started = time.monotonic()
+            result = sandbox.evaluate("http://x:80", host)
+            assert result.result == "DIRECT", result.error
+            assert time.monotonic() - started < 0.5, host[:10]
