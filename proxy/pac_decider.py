@@ -202,7 +202,7 @@ class PacDecider:
         self.client_queue = client_queue_of(max_queue)
         self._sandbox: AsyncPacSandbox | None = None
         self._waiting = 0
-        self._waiting_by_client: dict[str, int] = {}
+        self._waiting_by_client: dict[str | None, int] = {}
         self._swap_lock = asyncio.Lock()
 
     async def set_snapshot(self, snap: PacSnapshot) -> None:
