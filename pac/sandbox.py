@@ -17,6 +17,7 @@ Two front ends share the protocol and the DNS-round logic:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import inspect
 import json
@@ -57,6 +58,10 @@ STARTUP_TIMEOUT = 30.0
 GRACE = 0.25
 
 AsyncResolver = Callable[[str], Awaitable[Sequence[str]]]
+
+#: Why an evaluation failed without running: no engine could be started (not the input's
+#: fault, unlike a timeout or a worker that died under the evaluation).
+CANNOT_RESTART = "the evaluation worker cannot be restarted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +131,18 @@ def _decode(line: bytes) -> Envelope:
         return decode_envelope(line.decode("utf-8", "replace"))
     except ProtocolError as exc:
         return Envelope(failure("exception", f"worker protocol error: {exc}"), ())
+
+
+def exhausted_bounds(result: EvalResult) -> bool:
+    """Whether an evaluation failed by exhausting a bound on its input: the time limit, the
+    memory limit, or a worker that died under it. Running the same input again would most
+    likely cost the same (a caller may cache the failure for a while)."""
+    error = result.error
+    if error is None:
+        return False
+    return error.kind in ("timeout", "memory") or (
+        error.kind == "crash" and error.message != CANNOT_RESTART
+    )
 
 
 def _death(returncode: int | None, limits: Limits) -> EvalResult:
@@ -281,7 +298,7 @@ class PacSandbox:
         while len(out) < len(items):
             worker = self._worker or self._respawn()
             if worker is None:
-                dead = failure("crash", "the evaluation worker cannot be restarted")
+                dead = failure("crash", CANNOT_RESTART)
                 out.extend(Envelope(dead, ()) for _ in items[len(out) :])
                 break
             pending = items[len(out) :]
@@ -436,12 +453,97 @@ class _AsyncWorker:
         return await self.proc.wait()
 
 
+_NOBODY: Any = object()
+Slot = Any  # an `_AsyncWorker`, or None for one to be spawned on first use
+
+
+class _FairPool:
+    """Engine slots shared between owners (the proxy's clients) so none can take them all.
+
+    An owner holds at most `share` slots at once; its further requests wait in its own
+    queue, which does not delay anyone else's. A freed slot goes to the next owner in
+    turn (round robin over owners with waiting requests), not to the oldest request, so a
+    client with a hundred queued evaluations is served once per round like any other.
+    A slot counts for its owner until it is given back, including while the reply of a
+    cancelled evaluation is still being read (`_drain`): a client that leaves does not
+    get its share back before the engine is free. Requests with the owner None share
+    one queue and may use every slot (`pac-eval`, `explain`, tests).
+    """
+
+    def __init__(self, slots: Sequence[Slot], share: int) -> None:
+        self.size = len(slots)
+        self.share = max(1, min(share, self.size))
+        self._free: collections.deque[Slot] = collections.deque(slots)
+        self._held: dict[str | None, int] = {}
+        self._waiting: dict[str | None, collections.deque[asyncio.Future[Slot]]] = {}
+
+    def _cap(self, owner: str | None) -> int:
+        return self.size if owner is None else self.share
+
+    def held(self, owner: str | None) -> int:
+        """Slots `owner` holds now."""
+        return self._held.get(owner, 0)
+
+    def waiting(self, owner: str | None) -> int:
+        """Requests of `owner` waiting for a slot."""
+        queue = self._waiting.get(owner)
+        return len(queue) if queue else 0
+
+    def _grant(self, owner: str | None) -> Slot:
+        self._held[owner] = self._held.get(owner, 0) + 1
+        return self._free.popleft()
+
+    async def acquire(self, owner: str | None) -> Slot:
+        if self._free and owner not in self._waiting and self.held(owner) < self._cap(owner):
+            return self._grant(owner)
+        fut: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(owner, collections.deque()).append(fut)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release(owner, fut.result())  # granted, but its caller is gone
+            else:  # dropped from the queue: a client that left is never evaluated
+                queue = self._waiting.get(owner)
+                if queue is not None:
+                    with contextlib.suppress(ValueError):
+                        queue.remove(fut)
+                    if not queue:
+                        del self._waiting[owner]
+                self._dispatch()
+            raise
+
+    def release(self, owner: str | None, slot: Slot) -> None:
+        held = self._held.get(owner, 0) - 1
+        if held > 0:
+            self._held[owner] = held
+        else:
+            self._held.pop(owner, None)
+        self._free.append(slot)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Hand free slots to waiting owners in turn, each up to its cap."""
+        while self._free:
+            owner = next((o for o in self._waiting if self.held(o) < self._cap(o)), _NOBODY)
+            if owner is _NOBODY:
+                return  # nobody waiting may take one
+            queue = self._waiting.pop(owner)
+            fut = queue.popleft()
+            if queue:
+                self._waiting[owner] = queue  # to the back of the round
+            if not fut.done():
+                fut.set_result(self._grant(owner))
+
+
 class AsyncPacSandbox:
     """Asyncio front end for the proxy: `await evaluate(url, host, env)`.
 
     Up to `workers` evaluations run at once, each in its own process; the event loop only
     waits on pipes. DNS misses are answered by `resolver` (a coroutine function) when given,
-    else by `env.resolver` in a thread, each lookup bounded by `dns_timeout`.
+    else by `env.resolver` in a thread, each lookup bounded by `dns_timeout`. An evaluation
+    may name its `owner` (the proxy passes the client address): one owner holds at most
+    `share` engines at once, and freed engines go to owners in turn (`_FairPool`).
     """
 
     def __init__(
@@ -453,12 +555,14 @@ class AsyncPacSandbox:
         workers: int = 1,
         dns_timeout: float = 2.0,
         load_env: PacEnv | None = None,
+        share: int | None = None,
     ) -> None:
         self.engine = engine
         self.dns_timeout = dns_timeout
         self.limits, self._load_msg = _prepare(script, engine, limits, tz, load_env)
         self._size = max(1, workers)
-        self._idle: asyncio.Queue[_AsyncWorker | None] | None = None
+        self._share = self._size if share is None else share
+        self._idle: _FairPool | None = None
         self._all: set[_AsyncWorker] = set()
         self._drains: set[asyncio.Task[None]] = set()  # referenced until done
         self.respawns = 0
@@ -466,18 +570,23 @@ class AsyncPacSandbox:
     async def start(self) -> AsyncPacSandbox:
         """Spawn the workers and load the script; raises PacLoadError."""
         if self._idle is None:
-            self._idle = asyncio.Queue()
             first = await _AsyncWorker.spawn(self._load_msg, self.limits)
             self._all.add(first)
-            self._idle.put_nowait(first)
-            for _ in range(self._size - 1):
-                self._idle.put_nowait(None)  # spawned on first use
+            # The other slots are spawned on first use.
+            slots = [first, *([None] * (self._size - 1))]
+            self._idle = _FairPool(slots, self._share)
         return self
 
-    async def _acquire(self) -> _AsyncWorker | None:
+    @property
+    def pool(self) -> _FairPool:
+        """The engine slots and who holds them (started sandboxes only)."""
+        assert self._idle is not None, "start() the sandbox first"
+        return self._idle
+
+    async def _acquire(self, owner: str | None = None) -> _AsyncWorker | None:
         await self.start()
-        assert self._idle is not None
-        worker = await self._idle.get()
+        pool = self.pool
+        worker = await pool.acquire(owner)
         if worker is None or not worker.usable:
             if worker is not None:
                 self._all.discard(worker)
@@ -485,21 +594,22 @@ class AsyncPacSandbox:
             try:
                 worker = await _AsyncWorker.spawn(self._load_msg, self.limits)
             except PacLoadError:
-                self._idle.put_nowait(None)
+                pool.release(owner, None)
                 return None
             except BaseException:  # cancelled while spawning: the slot stays in the pool
-                self._idle.put_nowait(None)
+                pool.release(owner, None)
                 raise
             self._all.add(worker)
         return worker
 
-    def _release(self, worker: _AsyncWorker | None) -> None:
-        assert self._idle is not None
+    def _release(self, worker: _AsyncWorker | None, owner: str | None = None) -> None:
         if worker is not None and worker.draining:
             return  # given back by `_drain` once its reply has been read
-        self._idle.put_nowait(worker)
+        self.pool.release(owner, worker)
 
-    async def _run(self, worker: _AsyncWorker, url: str, host: str, payload: dict) -> Envelope:
+    async def _run(
+        self, worker: _AsyncWorker, url: str, host: str, payload: dict, owner: str | None
+    ) -> Envelope:
         try:
             await worker.send(_eval_message([(url, host)], payload))
             return _decode(await worker.read_line(self.limits.time + GRACE))
@@ -517,7 +627,7 @@ class AsyncPacSandbox:
             # leaves cost a process start each time. It is read and dropped in the
             # background; the worker returns to the pool only after that.
             worker.draining = True
-            drain = asyncio.get_running_loop().create_task(self._drain(worker))
+            drain = asyncio.get_running_loop().create_task(self._drain(worker, owner))
             self._drains.add(drain)
             drain.add_done_callback(self._drains.discard)
             raise
@@ -525,9 +635,10 @@ class AsyncPacSandbox:
             worker.discard()
             raise
 
-    async def _drain(self, worker: _AsyncWorker) -> None:
+    async def _drain(self, worker: _AsyncWorker, owner: str | None) -> None:
         """Read and drop the reply a cancelled caller left unread, then give the worker back
-        (killed, if the reply does not come within the evaluation bound)."""
+        (killed, if the reply does not come within the evaluation bound); until then it
+        still counts against its owner's share."""
         try:
             await worker.read_line(self.limits.time + GRACE)
         except (_Timeout, _Died):
@@ -538,7 +649,7 @@ class AsyncPacSandbox:
         finally:
             worker.draining = False
             if self._idle is not None:  # else the sandbox is closed
-                self._release(worker)
+                self._release(worker, owner)
 
     async def _resolve(self, name: str, env: PacEnv, resolver: AsyncResolver | None) -> tuple:
         try:
@@ -558,8 +669,12 @@ class AsyncPacSandbox:
         host: str,
         env: PacEnv | None = None,
         resolver: AsyncResolver | None = None,
+        owner: str | None = None,
     ) -> EvalResult:
-        """FindProxyForURL(url, host); never raises for script behaviour, never blocks."""
+        """FindProxyForURL(url, host); never raises for script behaviour, never blocks.
+
+        Cancelling it while it waits for an engine drops it from the queue: it is never
+        evaluated."""
         env = env or PacEnv()
         if resolver is not None and not inspect.iscoroutinefunction(resolver):
             raise TypeError("resolver must be a coroutine function")
@@ -567,14 +682,14 @@ class AsyncPacSandbox:
         while True:
             # One engine process per run, given back while the resolver is asked: a slow
             # name (which a client may choose) must not keep other evaluations waiting.
-            worker = await self._acquire()
+            worker = await self._acquire(owner)
             if worker is None:
-                return failure("crash", "the evaluation worker cannot be restarted")
+                return failure("crash", CANNOT_RESTART)
             try:
-                envelope = await self._run(worker, url, host, rounds.payload())
+                envelope = await self._run(worker, url, host, rounds.payload(), owner)
                 dead = not worker.usable
             finally:
-                self._release(worker)
+                self._release(worker, owner)
             if dead:
                 return envelope.outcome
             need = rounds.unanswered(envelope.misses)

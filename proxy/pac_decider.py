@@ -5,6 +5,15 @@ the event loop only waits on pipes, and a hostile script costs at most the evalu
 for that one decision. Evaluations waiting for an engine form a bounded queue: when it is
 full, a new connection is REJECTed ("PAC overloaded") instead of piling up.
 
+No client can take the engines from the others: one client (the container's source
+address) has at most a fair share of them evaluating at once (`share_of`), the rest of its
+evaluations wait in its own queue, served in turn with other clients', and past
+`client_queue_of` waiting evaluations its new connections are REJECTed, not anyone else's.
+An input whose evaluation exhausted a bound (time, memory, a worker that died) is answered
+REJECT from a short negative cache for `FAILURE_TTL` seconds, so repeating it costs no
+engine. A connection that goes away while its evaluation waits is dropped from the queue
+(the proxy cancels its decision), so it is never evaluated.
+
 DNS inside the PAC at run time: for the connection's own hostname, `dnsResolve(host)` and
 friends answer the address the container itself connected to (no lookup) when that is IPv4;
 other names, and the own name of an IPv6 connection, go through the proxy's resolver with a
@@ -21,12 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from pac.env import PacEnv, canonical_addresses, normalize_name
 from pac.result import EvalResult, Reads
-from pac.sandbox import AsyncPacSandbox, Limits
+from pac.sandbox import AsyncPacSandbox, Limits, exhausted_bounds
 from proxy.pac_source import PacSnapshot
 from proxy.resolver import NameResolver
 from rules.model import Decision, Destination
@@ -35,6 +45,20 @@ log = logging.getLogger("airgap.pac")
 
 UNAVAILABLE = "PAC unavailable"
 OVERLOADED = "PAC overloaded"
+#: How long an input whose evaluation exhausted a bound is answered REJECT without running.
+FAILURE_TTL = 30.0
+
+
+def share_of(evaluators: int) -> int:
+    """Engines one client may hold at once: half of them (at least one), so another client
+    always finds one free when there are two or more."""
+    return max(1, evaluators // 2)
+
+
+def client_queue_of(max_queue: int) -> int:
+    """Evaluations one client may have waiting: a quarter of `--pac-queue` (at least one),
+    so one client cannot fill the queue and have everyone's connections refused."""
+    return max(1, max_queue // 4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +120,48 @@ class DecisionCache:
         bucket.append(entry)
 
 
+class FailureCache:
+    """Inputs whose evaluation exhausted a bound, with the REJECT they got, for `ttl`
+    seconds. Keyed on (url, host) alone, whoever asked and whatever IP was dialled: the
+    client chooses those freely, and a REJECT is never a bypass."""
+
+    __slots__ = ("_entries", "max_keys", "ttl")
+
+    def __init__(self, ttl: float = FAILURE_TTL, max_keys: int = 4096) -> None:
+        self.ttl = ttl
+        self.max_keys = max_keys
+        self._entries: dict[tuple[str, str], tuple[float, Decision]] = {}
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, dest: Destination, now: float) -> Decision | None:
+        key = (dest.url, dest.host)
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= now:
+            del self._entries[key]
+            return None
+        return entry[1]
+
+    def put(self, dest: Destination, decision: Decision, now: float) -> None:
+        if len(self._entries) >= self.max_keys:
+            del self._entries[next(iter(self._entries))]  # the oldest
+        cached = Decision(
+            "REJECT",
+            (),
+            f"{decision.reason} (answered from the failure cache for {self.ttl:g} s)",
+            decision.url,
+            decision.host,
+            decision.name_based,
+        )
+        self._entries[(dest.url, dest.host)] = (now + self.ttl, cached)
+
+
 def _same_dns(
     entry: _Cached,
     dest: Destination,
@@ -131,8 +197,12 @@ class PacDecider:
         self.max_queue = max_queue
         self.snapshot = PacSnapshot(None, error="PAC not loaded yet")
         self.cache = DecisionCache()
+        self.failures = FailureCache()
+        self.share = share_of(evaluators)
+        self.client_queue = client_queue_of(max_queue)
         self._sandbox: AsyncPacSandbox | None = None
         self._waiting = 0
+        self._waiting_by_client: dict[str | None, int] = {}
         self._swap_lock = asyncio.Lock()
 
     async def set_snapshot(self, snap: PacSnapshot) -> None:
@@ -141,13 +211,18 @@ class PacDecider:
             if snap.script is None:
                 self.snapshot = snap
                 self.cache.clear()
+                self.failures.clear()
                 old, self._sandbox = self._sandbox, None
             elif self._sandbox is not None and snap.sha256 == self.snapshot.sha256:
                 self.snapshot = snap  # same script (e.g. recovered, or stale flag changed)
                 return
             else:
                 sandbox = AsyncPacSandbox(
-                    snap.script, engine=self.engine, limits=self.limits, workers=self.evaluators
+                    snap.script,
+                    engine=self.engine,
+                    limits=self.limits,
+                    workers=self.evaluators,
+                    share=self.share,
                 )
                 try:
                     await sandbox.start()
@@ -161,6 +236,7 @@ class PacDecider:
                     log.info("PAC script in use: sha256=%s", (snap.sha256 or "-")[:16])
                 self.snapshot = snap
                 self.cache.clear()
+                self.failures.clear()
         if old is not None:
             # In-flight evaluations on the old script finish first (bounded by the limit).
             asyncio.get_running_loop().call_later(
@@ -184,22 +260,39 @@ class PacDecider:
         cached = self.cache.get(dest, own_answer, self.resolver.peek)
         if cached is not None:
             return cached
+        failed = self.failures.get(dest, time.monotonic())
+        if failed is not None:
+            return failed
         if self._waiting >= self.max_queue:
             return self._reject(dest, f"{OVERLOADED}: {self._waiting} evaluations waiting")
+        client = dest.client_ip
+        mine = self._waiting_by_client.get(client, 0)
+        if mine >= self.client_queue:
+            return self._reject(
+                dest, f"{OVERLOADED}: {mine} evaluations of client {client} waiting"
+            )
         env = PacEnv(
             dns={dest.hostname: own_answer} if own_answer and dest.hostname else {},
             my_ip=(dest.client_ip,) if dest.client_ip else (),
         )
         self._waiting += 1
+        self._waiting_by_client[client] = mine + 1
         try:
-            result = await sandbox.evaluate(dest.url, dest.host, env, self._resolve)
+            result = await sandbox.evaluate(dest.url, dest.host, env, self._resolve, client)
         finally:
             self._waiting -= 1
+            left = self._waiting_by_client[client] - 1
+            if left:
+                self._waiting_by_client[client] = left
+            else:
+                del self._waiting_by_client[client]
         if sandbox is not self._sandbox:
             # The script changed while this evaluated: decide again with the new one.
             return await self.decide(dest)
         decision = self._decision(dest, result, snap)
         self.cache.put(dest, own_answer, result, decision)
+        if exhausted_bounds(result):
+            self.failures.put(dest, decision, time.monotonic())
         return decision
 
     async def _resolve(self, name: str) -> tuple[str, ...]:

@@ -336,3 +336,117 @@ async def test_a_slow_dns_lookup_does_not_hold_an_engine() -> None:
         assert time.monotonic() - started < 0.5
         assert fast.result == "DIRECT"
         assert (await slow).result == "PROXY a:1"
+
+
+# --------------------------------------------------------------------------- fair shares
+
+SPIN_FOR_SPIN = (
+    "function FindProxyForURL(url, host) {\n"
+    '  if (host.indexOf("spin") == 0) { while (true) {} }\n'
+    '  return "DIRECT";\n}'
+)
+
+
+async def test_pool_caps_an_owner_and_serves_owners_in_turn() -> None:
+    """Pure scheduling (no processes): owner "a" may hold one of two slots; its other
+    requests wait without delaying "b", and freed slots alternate between owners."""
+    from pac.sandbox import _FairPool
+
+    pool = _FairPool(["s1", "s2"], share=1)
+    assert await pool.acquire("a") == "s1"
+    a2 = asyncio.ensure_future(pool.acquire("a"))
+    a3 = asyncio.ensure_future(pool.acquire("a"))
+    await asyncio.sleep(0)
+    assert not a2.done() and pool.waiting("a") == 2, "over its share: it waits"
+    assert await asyncio.wait_for(pool.acquire("b"), 1) == "s2", "another owner does not"
+    b2 = asyncio.ensure_future(pool.acquire("b"))
+    await asyncio.sleep(0)
+    pool.release("b", "s2")  # b's turn is not taken by a, which is at its cap
+    assert await asyncio.wait_for(b2, 1) == "s2" and not a2.done()
+    pool.release("a", "s1")
+    assert await asyncio.wait_for(a2, 1) == "s1"
+    assert pool.held("a") == 1 and pool.held("b") == 1 and pool.waiting("a") == 1
+    a3.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await a3
+    assert pool.waiting("a") == 0, "a cancelled request leaves the queue"
+
+
+async def test_pool_gives_back_a_slot_granted_to_a_request_cancelled_meanwhile() -> None:
+    from pac.sandbox import _FairPool
+
+    pool = _FairPool(["s1"], share=1)
+    assert await pool.acquire("a") == "s1"
+    late = asyncio.ensure_future(pool.acquire("b"))
+    await asyncio.sleep(0)
+    pool.release("a", "s1")  # granted to b...
+    late.cancel()  # ...whose caller left before it ran
+    with pytest.raises(asyncio.CancelledError):
+        await late
+    assert pool.held("b") == 0
+    assert await asyncio.wait_for(pool.acquire("c"), 1) == "s1"
+
+
+async def test_an_owner_with_endless_evaluations_leaves_the_other_engine_free() -> None:
+    """Client "a" sends names that never finish; client "b"'s evaluation does not wait for
+    any of them (two engines, one each at most)."""
+    async with AsyncPacSandbox(SPIN_FOR_SPIN, "pacparser", LIMITS, workers=2, share=1) as sb:
+        await sb.evaluate("http://warm:80", "warm", owner="b")
+        await asyncio.gather(*(sb.evaluate("http://w:80", "w", owner="b") for _ in range(2)))
+        spins = [
+            asyncio.ensure_future(sb.evaluate(f"http://spin{i}:80", f"spin{i}", owner="a"))
+            for i in range(6)
+        ]
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        result = await sb.evaluate("http://fresh:80", "fresh", owner="b")
+        assert result.result == "DIRECT"
+        assert time.monotonic() - started < BOUND / 2, "b waited for a's evaluations"
+        assert sb.pool.held("a") == 1
+        for spin in spins:
+            spin.cancel()
+        await asyncio.gather(*spins, return_exceptions=True)
+
+
+async def test_a_cancelled_evaluation_keeps_its_owners_share_until_the_engine_is_free() -> None:
+    """A client that leaves during its evaluation does not get its share back while the
+    engine is still busy with it: its next evaluation waits, another client's does not."""
+    async with AsyncPacSandbox(SPIN_FOR_SPIN, "pacparser", LIMITS, workers=2, share=1) as sb:
+        await asyncio.gather(*(sb.evaluate("http://w:80", "w", owner="b") for _ in range(2)))
+        gone = asyncio.ensure_future(sb.evaluate("http://spin:80", "spin", owner="a"))
+        await asyncio.sleep(0.1)
+        gone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        assert sb.pool.held("a") == 1, "the drained engine still counts for a"
+        again = asyncio.ensure_future(sb.evaluate("http://ok:80", "ok", owner="a"))
+        started = time.monotonic()
+        assert (await sb.evaluate("http://fresh:80", "fresh", owner="b")).result == "DIRECT"
+        assert time.monotonic() - started < BOUND / 2
+        await asyncio.sleep(0)
+        assert not again.done(), "a waits for its own engine"
+        assert (await asyncio.wait_for(again, 10)).result == "DIRECT"
+
+
+async def test_a_request_cancelled_while_queued_is_never_evaluated() -> None:
+    """The proxy cancels the decision of a connection that went away: waiting for an
+    engine, it is dropped, so the script never runs for it (a counter in the script)."""
+    src = (
+        "var calls = 0;\nfunction FindProxyForURL(url, host) {\n  calls++;\n"
+        '  if (host == "slow") { var t = Date.now(); while (Date.now() - t < 300) {} }\n'
+        '  return "PROXY n" + calls + ".example:1";\n}'
+    )
+    async with AsyncPacSandbox(src, "pacparser", LIMITS, workers=1) as sb:
+        busy = asyncio.ensure_future(sb.evaluate("http://slow:80", "slow", owner="a"))
+        await asyncio.sleep(0.05)
+        queued = [
+            asyncio.ensure_future(sb.evaluate(f"http://q{i}:80", f"q{i}", owner=f"c{i}"))
+            for i in range(3)
+        ]
+        await asyncio.sleep(0.05)
+        for task in queued:
+            task.cancel()
+        await asyncio.gather(*queued, return_exceptions=True)
+        assert (await busy).result == "PROXY n1.example:1"
+        after = await sb.evaluate("http://next:80", "next", owner="d")
+        assert after.result == "PROXY n2.example:1", "a dropped request ran in the engine"

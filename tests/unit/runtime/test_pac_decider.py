@@ -4,6 +4,7 @@ overload rejects; an unavailable PAC rejects (real engine processes, no network)
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -130,7 +131,7 @@ async def test_a_full_queue_rejects_new_connections() -> None:
     script = "function FindProxyForURL(u, h) { while (true) {} }"
     decider = await _decider(script, max_queue=2)
     try:
-        dests = [Destination(f"203.0.113.{i}", 8080, None, "10.0.0.1") for i in range(1, 6)]
+        dests = [Destination(f"203.0.113.{i}", 8080, None, f"10.0.0.{i}") for i in range(1, 6)]
         decisions = await asyncio.gather(*(decider.decide(d) for d in dests))
         reasons = [d.reason for d in decisions]
         assert all(d.action == "REJECT" for d in decisions)
@@ -170,5 +171,154 @@ async def test_a_decision_on_the_own_names_answer_is_bound_to_the_dialled_ip(
         decision = await decider.decide(Destination("203.0.113.5", 443, "github.com", "10.0.0.1"))
         assert decision.action == "DIRECT", "answered with the dialled address"
         assert decision.ip_bound, "so the DIRECT holds for that address only"
+    finally:
+        await decider.aclose()
+
+
+SPIN = """function FindProxyForURL(url, host) {
+  if (host.indexOf("spin") == 0) { while (true) {} }
+  return "DIRECT";
+}"""
+
+
+async def test_one_clients_endless_names_do_not_delay_another_clients_fresh_name() -> None:
+    """Client 10.0.0.66 opens many connections whose names never finish evaluating; a
+    fresh name from 10.0.0.2 is decided at once on the other engine, not after them."""
+    decider = await _decider(SPIN)
+    try:
+        for i in range(3):  # both engines started
+            await decider.decide(Destination("203.0.113.5", 443, f"w{i}.example", "10.0.0.2"))
+        hostile = [
+            asyncio.ensure_future(
+                decider.decide(Destination("203.0.113.5", 443, f"spin{i}.example", "10.0.0.66"))
+            )
+            for i in range(12)
+        ]
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        fresh = await decider.decide(Destination("203.0.113.5", 443, "fresh.example", "10.0.0.2"))
+        assert fresh.action == "DIRECT"
+        assert time.monotonic() - started < 0.5, "the fresh name waited for the hostile ones"
+        for task in hostile:
+            task.cancel()
+        await asyncio.gather(*hostile, return_exceptions=True)
+    finally:
+        await decider.aclose()
+
+
+async def test_one_client_past_its_queue_is_rejected_alone() -> None:
+    """Past a quarter of --pac-queue waiting, that client's new connections are REJECTed
+    (PAC overloaded); another client's still queue and are decided."""
+    decider = await _decider(SPIN, max_queue=8)  # 2 per client
+    try:
+        hostile = [
+            asyncio.ensure_future(
+                decider.decide(Destination("203.0.113.5", 443, f"spin{i}.example", "10.0.0.66"))
+            )
+            for i in range(3)
+        ]
+        await asyncio.sleep(0.05)
+        assert hostile[2].done(), "the third is refused at once"
+        third = hostile[2].result()
+        assert third.action == "REJECT" and "PAC overloaded" in third.reason
+        assert "10.0.0.66" in third.reason
+        other = await decider.decide(Destination("203.0.113.5", 443, "ok.example", "10.0.0.2"))
+        assert other.action == "DIRECT"
+        for task in hostile:
+            task.cancel()
+        await asyncio.gather(*hostile, return_exceptions=True)
+    finally:
+        await decider.aclose()
+
+
+async def test_an_input_that_timed_out_is_rejected_from_the_failure_cache() -> None:
+    """Repeating a name whose evaluation hit the time bound costs no engine: REJECT at once,
+    for any client and any dialled IP, until the entry expires or the script changes."""
+    decider = await _decider(SPIN)
+    try:
+        first = await decider.decide(Destination("203.0.113.5", 443, "spin.example", "10.0.0.66"))
+        assert first.action == "REJECT" and "timeout" in first.reason
+        sandbox = decider._sandbox
+        assert sandbox is not None
+        respawns = sandbox.respawns
+        started = time.monotonic()
+        for client, ip in (("10.0.0.66", "203.0.113.5"), ("10.0.0.7", "203.0.113.9")):
+            again = await decider.decide(Destination(ip, 443, "spin.example", client))
+            assert again.action == "REJECT" and "failure cache" in again.reason
+            assert "timeout" in again.reason
+        assert time.monotonic() - started < 0.2
+        # Nothing ran: no engine was killed and restarted for the repeats.
+        ok = await decider.decide(Destination("203.0.113.5", 443, "ok.example", "10.0.0.66"))
+        assert ok.action == "DIRECT" and sandbox.respawns <= respawns + 1
+        assert len(decider.failures) == 1
+        # An expired entry is evaluated again.
+        decider.failures.ttl = 0.0
+        decider.failures.clear()
+        decider.failures.put(
+            Destination("203.0.113.5", 443, "spin.example", "x"), first, time.monotonic()
+        )
+        assert (
+            decider.failures.get(
+                Destination("203.0.113.5", 443, "spin.example", "x"), time.monotonic()
+            )
+            is None
+        )
+        # A new script forgets the failures.
+        decider.failures.ttl = 30.0
+        decider.failures.put(
+            Destination("203.0.113.5", 443, "spin.example", "x"), first, time.monotonic()
+        )
+        script = 'function FindProxyForURL(u, h) { return "DIRECT"; }'
+        await decider.set_snapshot(PacSnapshot(script, sha256_text(script)))
+        fixed = await decider.decide(Destination("203.0.113.5", 443, "spin.example", "10.0.0.66"))
+        assert fixed.action == "DIRECT"
+    finally:
+        await decider.aclose()
+
+
+async def test_ordinary_failures_are_not_cached() -> None:
+    """A script that throws is cheap: it is evaluated each time (not in the failure cache)."""
+    script = 'function FindProxyForURL(u, h) { throw new Error("nope"); }'
+    decider = await _decider(script)
+    try:
+        for _ in range(2):
+            decision = await decider.decide(Destination("203.0.113.5", 443, "x.example", "c"))
+            assert decision.action == "REJECT" and "failure cache" not in decision.reason
+        assert len(decider.failures) == 0
+    finally:
+        await decider.aclose()
+
+
+async def test_a_decision_cancelled_while_queued_never_runs_and_frees_its_place() -> None:
+    """The proxy cancels the decision of a connection that reset or was lost: one waiting
+    for an engine leaves the queue (and its client's count) without being evaluated."""
+    script = """var calls = 0;
+    function FindProxyForURL(url, host) {
+      calls++;
+      if (host == "slow.example") { var t = Date.now(); while (Date.now() - t < 300) {} }
+      return "PROXY n" + calls + ".example:1";
+    }"""
+    decider = PacDecider(TableResolver({}), Limits(time=1.0), "pacparser", evaluators=1)
+    await decider.set_snapshot(PacSnapshot(script, sha256_text(script)))
+    try:
+        busy = asyncio.ensure_future(
+            decider.decide(Destination("203.0.113.5", 80, "slow.example", "10.0.0.1"))
+        )
+        await asyncio.sleep(0.05)
+        gone = [
+            asyncio.ensure_future(
+                decider.decide(Destination("203.0.113.5", 80, f"g{i}.example", "10.0.0.9"))
+            )
+            for i in range(3)
+        ]
+        await asyncio.sleep(0.05)
+        assert decider._waiting == 4
+        for task in gone:
+            task.cancel()
+        await asyncio.gather(*gone, return_exceptions=True)
+        assert decider._waiting == 1 and "10.0.0.9" not in decider._waiting_by_client
+        await busy
+        after = await decider.decide(Destination("203.0.113.5", 80, "next.example", "10.0.0.9"))
+        assert after.routes[0].pac_spelling() == "PROXY n2.example:1"
     finally:
         await decider.aclose()
