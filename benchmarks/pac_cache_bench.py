@@ -1,4 +1,4 @@
-"""Cached PAC decisions per second inside the proxy (issue 6 target: >= 200,000/s).
+"""Cached PAC decisions per second inside the proxy (target: >= 200,000/s).
 
 Measures `PacDecider.decide` as a connection calls it, for destinations whose decision is
 already cached (the common case: many connections to few names), against a cold evaluation

@@ -56,7 +56,7 @@ def _added_at_most(limit: float) -> Callable[..., bool | None]:
 
 
 def rows(idle_conns: int, conn_rate_conns: int, keepalive_conns: int) -> list[Row]:
-    """The table, in the issue's order (targets from issue 6)."""
+    """The table, in the issue's order (with their targets)."""
     return [
         Row("bulk, 1 connection (MiB/s)", "bulk_1", "mib_s", 0,
             ">= 2.5x pproxy", _ratio_to_peer(2.5, True)),
@@ -157,7 +157,7 @@ def markdown(
         head.append("airgap --splice")
     if with_lean:
         head.append("lean relay")
-    head += ["airgap / no proxy", "airgap / pproxy", "target (issue 6)", "met"]
+    head += ["airgap / no proxy", "airgap / pproxy", "target", "met"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for item in summary:
         med = item["median"]

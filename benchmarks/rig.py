@@ -6,7 +6,7 @@ vanish with it, and no process can outlive the run (the namespace's init is the 
 
 Only sockets of processes running with group `LOAD_GID` (the load generators: wrk and
 `loadgen.py`) are redirected, by `-m owner --gid-owner`: the origins, nginx and the proxies
-run as root's group, so their own connections are never looped back (design.md's rule).
+run as root's group, so their own connections are never looped back.
 """
 
 from __future__ import annotations

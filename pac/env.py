@@ -55,7 +55,7 @@ def normalize_name(name: str) -> str | None:
 
 
 def canonical_addresses(values: str | Sequence[str]) -> tuple[str, ...]:
-    """Valid IP literals only, canonical text, IPv4-mapped IPv6 folded to IPv4 (design.md)."""
+    """Valid IP literals only, canonical text, IPv4-mapped IPv6 folded to IPv4."""
     if isinstance(values, str):
         values = [values]
     out: list[str] = []

@@ -48,7 +48,7 @@ DIRECT = Route("DIRECT")
 
 # --- Reading a PAC result string -------------------------------------------------------------
 #
-# Two layers (design.md): `parse_pac_result` is Chromium's reading of the string, which the
+# Two layers: `parse_pac_result` is Chromium's reading of the string, which the
 # conformance corpus checks; `decide_routes` is our decision on top of it (the block sentinel,
 # and failing closed where Chromium would fall back to DIRECT).
 
@@ -227,7 +227,7 @@ def parse_pac_result(text: str) -> ParsedResult:
 
 
 def decide_routes(text: str) -> RouteVerdict:
-    """Our decision from a PAC result string (design.md, "PAC result").
+    """Our decision from a PAC result string (README, "PAC-driven proxying").
 
     Routes before the sentinel are still tried first; reaching the sentinel, or a list with
     no usable route at all, means REJECT (Chromium would go DIRECT on an empty list: we

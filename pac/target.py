@@ -1,6 +1,6 @@
 """`pac-eval` targets, normalised exactly as the proxy builds FindProxyForURL's arguments.
 
-design.md: the URL is `scheme://host:port`, port always explicit, never a path; the scheme
+The URL is `scheme://host:port`, port always explicit, never a path; the scheme
 is `https` for port 443 and `http` otherwise; IPv6 is bracketed in the URL and bare in
 `host`; IPv4-mapped IPv6 is the IPv4 address; names are lower case, without the trailing
 dot, IDNA A-labels, LDH labels within RFC 1035 lengths. So `pac-eval example.com:443`

@@ -13,6 +13,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from pac.routes import Route
+
 log = logging.getLogger("airgap.conn")
 
 #: What the line says for a connection the policy never decided: nothing of it was forwarded.
@@ -38,7 +40,7 @@ class ConnectionRecord:
     hostname: str | None = None
     decision: str = ""
     reason: str = ""
-    route: object = None  # a Route (printed in PAC spelling) or a note
+    route: Route | str | None = None  # a Route (printed in PAC spelling) or a note
     bytes_up: int = 0
     bytes_down: int = 0
     error: str | None = None

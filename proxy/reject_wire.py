@@ -1,4 +1,4 @@
-"""The bytes a REJECT puts on the wire (design.md, "REJECT on the wire").
+"""The bytes a REJECT puts on the wire (README, "On the wire").
 
 Plain HTTP gets a `403` whose one-line body names the host and the reason, so a developer
 sees *why* in curl's output; TLS gets a fatal `access_denied` alert, the one thing a TLS

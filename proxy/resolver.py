@@ -1,7 +1,7 @@
 """Name resolution for DIRECT routes that rest on a sniffed name.
 
 The proxy resolves the name itself to check that the client's destination IP really is one
-of the name's addresses (SNI/Host spoofing, design.md). `getaddrinfo` tells no TTL, so answers
+of the name's addresses (SNI/Host spoofing). `getaddrinfo` tells no TTL, so answers
 are cached for a fixed, short time; failures are cached more briefly. Lookups run in the
 loop's executor, never blocking the event loop, and are bounded by a timeout.
 """

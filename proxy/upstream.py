@@ -15,7 +15,7 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pac.routes import Route
 from proxy import handshake as hs
@@ -59,12 +59,15 @@ class _Held(asyncio.Protocol):
     def __init__(self) -> None:
         self.pending = bytearray()
 
+    transport: asyncio.Transport
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
+        # A stream connection's transport: `create_connection` makes nothing else.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.pending += data
-        self.transport.pause_reading()  # type: ignore[attr-defined]
+        self.transport.pause_reading()
 
     def eof_received(self) -> bool:
         # The upstream half-closed (a receive-only server does at once): keep the other
@@ -85,8 +88,8 @@ class _Handshaking(_Held):
         self.done = done
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-        transport.write(self.handshake.start())  # type: ignore[attr-defined]
+        super().connection_made(transport)
+        self.transport.write(self.handshake.start())
 
     def data_received(self, data: bytes) -> None:
         if self.done.done():
@@ -102,10 +105,10 @@ class _Handshaking(_Held):
             self.transport.close()
             return
         if step.send:
-            self.transport.write(step.send)  # type: ignore[attr-defined]
+            self.transport.write(step.send)
         if step.done:
             self.pending += step.leftover
-            self.transport.pause_reading()  # type: ignore[attr-defined]
+            self.transport.pause_reading()
             self.done.set_result(None)
 
     def eof_received(self) -> bool:

@@ -1,6 +1,6 @@
 """`exclude` entries and the matcher that says which entry let a connection go DIRECT.
 
-Semantics (design.md, vpnkit-compatible suffix matching):
+Semantics (vpnkit-compatible suffix matching):
 
 - `example.com` matches `example.com` and every name below it;
 - `.example.com` and `*.example.com` match names below it only, at any depth;

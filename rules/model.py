@@ -26,7 +26,7 @@ class Destination:
 
     @property
     def scheme(self) -> str:
-        """`https` for port 443, else `http` (design.md)."""
+        """`https` for port 443, else `http`."""
         return "https" if self.port == 443 else "http"
 
     @property
@@ -49,7 +49,7 @@ class Decision:
 
     `routes` are tried in order while connecting fails; an empty tuple means REJECT.
     `name_based` is True when the decision rests on a sniffed name, so a DIRECT route
-    must verify that the name really leads to the address (SNI/Host spoofing, design.md).
+    must verify that the name really leads to the address (SNI/Host spoofing).
     `then_reject` is True when a PAC list ended in the reject sentinel: once the routes
     before it have failed, the client is rejected on the wire rather than just cut.
     `ip_bound` is True when the decision also rested on the destination IP being the name's

@@ -3,7 +3,7 @@
 A sniffed SNI or Host value comes from the client, so it is untrusted input. The policy only
 ever compares canonical names (lower case, no trailing dot, IDNA A-labels, LDH characters,
 RFC 1035 lengths); anything that cannot be brought into that form is not a name at all and the
-connection is decided on its IP (design.md). IP literals are refused too: an address written
+connection is decided on its IP. IP literals are refused too: an address written
 into SNI/Host says nothing the original destination IP does not already say, and trusting it
 would let a client pick which IP rules apply.
 """

@@ -1,6 +1,6 @@
 """`Policy.decide()`: one connection's destination in, one `Decision` out.
 
-The decision order is design.md's (Docker Desktop's documented precedence):
+The decision order is Docker Desktop's documented precedence:
 
 1. a port outside `transparentPorts` goes DIRECT, no policy;
 2. `manual` mode with a PAC (`embeddedPac`, else `pac`): the PAC decides alone. PAC

@@ -49,7 +49,7 @@ def parse_proxy_url(text: str) -> Route:
 
     Schemes: http (PROXY), https (HTTPS: TLS to the proxy), socks5/socks5h, socks4/socks4a.
     A missing port takes the scheme default (80, 443, 1080); a bare `host:port` needs its
-    port. IPv6 hosts must be bracketed; IPv4-mapped IPv6 hosts become IPv4 (design.md).
+    port. IPv6 hosts must be bracketed; IPv4-mapped IPv6 hosts become IPv4.
     """
     if not isinstance(text, str):
         raise ProxyURLError(f"expected a string, got {type(text).__name__}")

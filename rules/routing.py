@@ -182,9 +182,14 @@ def is_proxy_host(ip: str) -> bool:
     return addr.is_loopback or addr.is_unspecified or (addr.version == 4 and ip.startswith("0."))
 
 
+#: A failure of a kind this module does not know ends the connection: moving on to the
+#: next entry (often DIRECT) on a failure nobody classed would fail open.
+_UNKNOWN_FAILURE: Final = Failover(try_next=False, mark_bad=False, mark_working=False)
+
+
 def after_failure(kind: str) -> Failover:
-    """The failover rule for a route that failed with `kind` (unknown kinds: unusable)."""
-    return _FAILOVER.get(kind, _FAILOVER[UNUSABLE])
+    """The failover rule for a route that failed with `kind` (an unknown kind: end)."""
+    return _FAILOVER.get(kind, _UNKNOWN_FAILURE)
 
 
 def refused_by_upstream(decision: Decision, answer: str, errors: Sequence[str]) -> Ending:

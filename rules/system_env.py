@@ -1,6 +1,6 @@
 """`system` mode: the proxy process's own proxy environment, read the way curl reads it.
 
-curl's conventions (design.md): `http_proxy` in lower case only (the upper-case form is what a
+curl's conventions: `http_proxy` in lower case only (the upper-case form is what a
 CGI request header `Proxy:` becomes, "httpoxy"); `https_proxy` then `HTTPS_PROXY`, and
 `no_proxy` then `NO_PROXY`, lower case first. A variable that is set but empty counts as set,
 and means "no proxy", exactly as in curl; one holding only whitespace is an error (curl fails

@@ -37,8 +37,8 @@ def upstreams(network: None) -> Iterator[harness.Upstreams]:
 
 @pytest.fixture(params=["default", "splice"])
 def relay(request: pytest.FixtureRequest) -> tuple[str, ...]:
-    """The relay under test: the default Protocol pair, or `--splice` (issue 6 asks the
-    splice path to pass the same end-to-end tests). Pass as `start_proxy(config, *relay)`."""
+    """The relay under test: the default Protocol pair, or `--splice`, which must pass the
+    same end-to-end tests. Pass as `start_proxy(config, *relay)`."""
     return ("--splice",) if request.param == "splice" else ()
 
 

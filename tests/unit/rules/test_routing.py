@@ -192,8 +192,10 @@ def test_a_route_that_cannot_carry_the_destination_is_skipped_unmarked() -> None
     assert (rule.try_next, rule.mark_bad, rule.mark_working) == (True, False, False)
 
 
-def test_an_unknown_failure_kind_counts_as_unusable() -> None:
-    assert routing.after_failure("whatever") == routing.after_failure(routing.UNUSABLE)
+def test_an_unknown_failure_kind_ends_the_connection() -> None:
+    """Fail closed: a failure nobody classed must not move on to the next entry (DIRECT)."""
+    rule = routing.after_failure("whatever")
+    assert not rule.try_next and not rule.mark_bad and not rule.mark_working
 
 
 def test_a_refusal_rejects_with_the_upstreams_answer() -> None:
