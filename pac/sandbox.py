@@ -224,7 +224,7 @@ class _SyncWorker:
             self._buf += chunk
             if b"\n" in chunk:
                 *complete, rest = self._buf.split(b"\n")
-                self._lines.extend(complete)
+                self._lines.extend(map(bytes, complete))
                 self._buf = bytearray(rest)
             if len(self._buf) > MAX_REPLY_BYTES:
                 raise _Died()

@@ -37,9 +37,10 @@ from dataclasses import dataclass
 from pac.env import PacEnv, canonical_addresses, normalize_name
 from pac.result import EvalResult, Reads
 from pac.sandbox import AsyncPacSandbox, Limits, exhausted_bounds
+from proxy.config import DEFAULTS
 from proxy.pac_source import PacSnapshot
 from proxy.resolver import NameResolver
-from rules.model import Decision, Destination
+from rules.model import Action, Decision, Destination
 
 log = logging.getLogger("airgap.pac")
 
@@ -187,8 +188,8 @@ class PacDecider:
         resolver: NameResolver,
         limits: Limits,
         engine: str,
-        evaluators: int = 2,
-        max_queue: int = 256,
+        evaluators: int = DEFAULTS.pac.evaluators,
+        max_queue: int = DEFAULTS.pac.queue,
     ) -> None:
         self.resolver = resolver
         self.limits = limits
@@ -309,7 +310,7 @@ class PacDecider:
         if not verdict.routes:
             return Decision("REJECT", (), reason, dest.url, dest.host, bool(dest.hostname))
         first = verdict.routes[0]
-        action = "DIRECT" if first.kind == "DIRECT" else "PROXY"
+        action: Action = "DIRECT" if first.kind == "DIRECT" else "PROXY"
         # Did the script look up the connection's own name, in any spelling (`host + "."`
         # is answered from the same entry)? It was answered with the destination IP, so the
         # decision holds for that address only.

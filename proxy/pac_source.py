@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from pac.loader import Fetched, PacSourceError, check_size, decode_pac, fetch_pac_with
@@ -165,8 +166,8 @@ class PacSource:
         try:
             path = local_path(str(self.source))
             if path is not None:
-                text = await asyncio.to_thread(self._read_file, path)
-                return await self._accept_text(text)
+                text_read = await asyncio.to_thread(self._read_file, path)
+                return await self._accept_text(text_read)
             fetched = await self._fetch(str(self.source))
             text = None if fetched.status == 304 else decode_pac(fetched.body, fetched.charset)
         except PacSourceError as exc:
@@ -260,7 +261,7 @@ class PacSource:
         if self._session is None:
             mark = self.settings.mark
 
-            def marked_socket(addr_info: tuple) -> socket.socket:  # type: ignore[type-arg]
+            def marked_socket(addr_info: tuple[Any, ...]) -> socket.socket:
                 family, type_, proto = addr_info[0], addr_info[1], addr_info[2]
                 sock = socket.socket(family, type_, proto)
                 if mark is not None:
