@@ -20,6 +20,7 @@ from typing import Any
 
 import idna
 
+from pac.addr import unmap
 from pac.jslib import MAX_NAMES
 from pac.result import EvalResult, Reads
 
@@ -64,9 +65,7 @@ def canonical_addresses(values: str | Sequence[str]) -> tuple[str, ...]:
             addr = ipaddress.ip_address(str(value).strip())
         except ValueError:
             continue
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped
-        text = str(addr)
+        text = str(unmap(addr))
         if text not in out:
             out.append(text)
     return tuple(out)

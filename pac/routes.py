@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pac import addr
 from pac.sentinel import REJECT_HOST, names_reject_sentinel
 
 RouteKind = Literal["DIRECT", "PROXY", "HTTPS", "SOCKS4", "SOCKS5"]
@@ -36,8 +37,7 @@ class Route:
         """The route as a PAC result entry: `DIRECT`, `PROXY h:p`, `SOCKS5 [v6]:p`..."""
         if self.kind == "DIRECT":
             return "DIRECT"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.kind} {host}:{self.port}"
+        return f"{self.kind} {addr.format_hostport(self.host, self.port)}"
 
     def __str__(self) -> str:
         return self.pac_spelling()
@@ -140,10 +140,10 @@ def _split_entries(text: str) -> list[str]:
 
 def _parse_port(text: str) -> int | None:
     """A decimal port 1-65535, or None. Only ASCII digits: no sign, no spaces."""
-    if not text or len(text) > 5 or not all("0" <= c <= "9" for c in text):
+    try:
+        return addr.parse_port(text)
+    except ValueError:
         return None
-    port = int(text)
-    return port if 1 <= port <= 65535 else None
 
 
 def _valid_ipv6(text: str) -> bool:

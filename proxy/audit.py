@@ -13,6 +13,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from pac.addr import format_hostport
 from pac.routes import Route
 
 log = logging.getLogger("airgap.conn")
@@ -21,8 +22,7 @@ log = logging.getLogger("airgap.conn")
 UNDECIDED = "REJECT"
 
 
-def _addr(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+_addr = format_hostport
 
 
 @dataclass(slots=True)

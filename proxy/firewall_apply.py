@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pac import addr
 from rules.errors import ConfigError
 from rules.redirect_rules import (
     DEFAULT_MARK,
@@ -55,7 +56,7 @@ class FirewallFailure(RuntimeError):
 
 def _uid(text: str) -> int:
     """A uid from a number or a user name (argparse type)."""
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # "١٠٠٠".isdigit() is True too, and int() reads it
         return int(text)
     try:
         return pwd.getpwnam(text).pw_uid
@@ -74,23 +75,20 @@ def _mark(text: str) -> int:
 
 
 def _port(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise argparse.ArgumentTypeError("must be 1-65535")
-    return int(text)
+    try:
+        return addr.parse_port(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be 1-65535") from None
 
 
 def _hostport(text: str) -> tuple[str, int]:
     """HOST:PORT or [IPv6]:PORT (argparse type for --upstream)."""
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        port = rest[1:] if sep and rest.startswith(":") else ""
-    else:
-        host, _, port = text.rpartition(":")
-        if ":" in host:
-            raise argparse.ArgumentTypeError(f"{text!r}: write IPv6 as [ADDR]:PORT")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT")
-    return host, int(port)
+    try:
+        return addr.parse_hostport(text)
+    except ValueError as exc:
+        if "IPv6" in str(exc) and not text.startswith("["):
+            raise argparse.ArgumentTypeError(f"{text!r}: write IPv6 as [ADDR]:PORT") from None
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT") from None
 
 
 def _ip(text: str) -> str:
@@ -322,9 +320,9 @@ def resolve_upstreams(upstreams: Sequence[tuple[str, int]]) -> tuple[tuple[str, 
                 " addresses: give them as --upstream IP:PORT"
             ) from None
         for info in infos:
-            addr = str(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]))
-            if (addr, port) not in out:
-                out.append((addr, port))
+            ip = addr.canonical_ip(str(info[4][0]))
+            if (ip, port) not in out:
+                out.append((ip, port))
     return tuple(out)
 
 

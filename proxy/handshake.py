@@ -29,6 +29,8 @@ from typing import Protocol
 
 import h11
 
+from pac.addr import unmap
+
 #: Largest HTTP reply head accepted from an upstream proxy.
 MAX_REPLY_HEAD = 16 * 1024
 
@@ -78,8 +80,8 @@ def _destination(host: str, port: int) -> ipaddress.IPv4Address | ipaddress.IPv6
     except ValueError:
         pass
     else:
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            return address.ipv4_mapped
+        if address != unmap(address):
+            return unmap(address)
         if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
             raise HandshakeError("an IPv6 scope id cannot be sent to an upstream proxy")
         return address

@@ -27,6 +27,7 @@ import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 
+from pac.addr import unmap
 from pac.routes import Route
 from rules import routing
 from rules.model import Decision, Destination
@@ -272,9 +273,7 @@ def _parse_ip_option(text: str, option: str = "--ip") -> str:
         addr = None
     if addr is None or "%" in candidate:
         raise ValueError(f"{option} {text!r} is not an IP address (no zone ids)")
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        return str(addr.ipv4_mapped)
-    return str(addr)
+    return str(unmap(addr))
 
 
 def _is_ip(host: str) -> bool:

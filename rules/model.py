@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from pac.addr import format_hostport
 from pac.routes import Route
 
 Action = Literal["DIRECT", "PROXY", "REJECT"]
@@ -37,10 +38,7 @@ class Destination:
     @property
     def url(self) -> str:
         """The PAC `url` argument: `scheme://host:port`, IPv6 bracketed, never a path."""
-        host = self.host
-        if ":" in host:
-            host = f"[{host}]"
-        return f"{self.scheme}://{host}:{self.port}"
+        return f"{self.scheme}://{format_hostport(self.host, self.port)}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from pac.addr import unmap
+
 #: The firewall mark that `airgap-proxy run --mark` puts on the proxy's upstream sockets.
 #: Setting a mark needs CAP_NET_ADMIN or (Linux 5.17+) CAP_NET_RAW; Docker grants NET_RAW by
 #: default, so application containers sharing the namespace must drop both.
@@ -198,17 +200,11 @@ def _check_ip(ip: str, what: str) -> None:
 
 def family_of(ip: str) -> Family:
     """`ipv4` or `ipv6`; IPv4-mapped IPv6 counts as IPv4 (it is IPv4 on the wire)."""
-    addr = ipaddress.ip_address(ip)
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return "ipv4"
-    return "ipv4" if addr.version == 4 else "ipv6"
+    return "ipv4" if unmap(ipaddress.ip_address(ip)).version == 4 else "ipv6"
 
 
 def _plain(ip: str) -> str:
-    addr = ipaddress.ip_address(ip)
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return str(addr.ipv4_mapped)
-    return str(addr)
+    return str(unmap(ipaddress.ip_address(ip)))
 
 
 Verdict = Literal["return", "reject", "redirect"]
