@@ -113,7 +113,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-dns", action="store_true", help="hermetic DNS with an empty table")
     p.add_argument("--my-ip", metavar="IP", action="append", default=[], help="myIpAddress()")
     p.add_argument("--now", metavar="ISO-8601", help="the clock (naive times are UTC)")
-    p.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE)
+    p.add_argument(
+        "--engine", choices=ENGINES, default=DEFAULT_ENGINE, help="(default: %(default)s)"
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per target and line")
     shown = p.add_mutually_exclusive_group()
     shown.add_argument(
@@ -125,18 +127,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lint", action="store_true", help="only lint the script")
     p.add_argument(
         "--timeout",
+        metavar="SECONDS",
         type=float,
         default=1.0,
         help="seconds per evaluation, also for loading (default: %(default)g)",
     )
     p.add_argument(
         "--pac-max-bytes",
+        metavar="BYTES",
         type=int,
         default=DEFAULT_MAX_BYTES,
         help="largest PAC accepted, in bytes (default: %(default)d)",
     )
     p.add_argument(
         "--fetch-timeout",
+        metavar="SECONDS",
         type=float,
         default=DEFAULT_FETCH_TIMEOUT,
         help="seconds for the whole download of an http(s) PAC (default: %(default)g)",
@@ -463,7 +468,10 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> in
                 out.write(_json_line(target, result, port_notes.get(id(item))) + "\n")
             else:
                 text = f"ERROR {result.error}" if result.error is not None else result.result
-                out.write(f"{item.label}\t{text}\n" if labelled else f"{text}\n")
+                if labelled:  # the TAB is ours; both fields are escaped
+                    raw_out.write(f"{_escape(item.label)}\t{_escape(str(text))}\n")
+                else:
+                    out.write(f"{text}\n")
                 if result.result is not None and not args.explain:
                     for d in parsed(result.result).dropped:
                         err.write(
