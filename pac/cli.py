@@ -405,6 +405,13 @@ def evaluate_batch(
         yield from results
 
 
+def _load_failed(script: str, exc: PacLoadError, err: TextIO) -> int:
+    err.write(f"pac-eval: the PAC does not load: {exc.error}\n")
+    for hint in load_hints(script, exc.error):
+        err.write(f"pac-eval: hint: {hint}\n")
+    return EXIT_USAGE
+
+
 def _shows_target(args: argparse.Namespace, out: TextIO, count: int) -> bool:
     if args.json or args.bare:
         return False
@@ -427,10 +434,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> in
     try:
         sandbox = PacSandbox(script, args.engine, limits).start()
     except PacLoadError as exc:
-        err.write(f"pac-eval: the PAC does not load: {exc.error}\n")
-        for hint in load_hints(script, exc.error):
-            err.write(f"pac-eval: hint: {hint}\n")
-        return EXIT_USAGE
+        return _load_failed(script, exc, err)
     with sandbox:
         findings = lint(script)
         if args.lint:
