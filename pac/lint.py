@@ -165,3 +165,41 @@ def lint(src: str) -> list[LintWarning]:
             )
         )
     return sorted(warnings, key=lambda w: (w.line, w.code))
+
+
+_IDENT = re.compile(r"[A-Za-z_$][\w$]*")
+_ENTRY_POINTS = ("FindProxyForURL", "FindProxyForURLEx")
+_HTML = re.compile(r"\s*(?:<!doctype\s+html|<html|<head|<body|<\?xml|<!--|<[a-z])", re.I)
+
+
+def load_hints(script: str, error: object) -> list[str]:
+    """What probably went wrong when a script does not load, for the error message.
+
+    Two mistakes that the engine's own message hides: an entry point spelled with another
+    case (`FindProxyforURL`: JavaScript names are case-sensitive, so "FindProxyForURL is
+    undefined"), and an HTML page (a login or error page) served in place of the PAC,
+    which fails with a syntax error at its first `<`.
+    """
+    kind = getattr(error, "kind", None)
+    hints: list[str] = []
+    if kind == "no_entrypoint":
+        code = _strip_comments(script)
+        near = sorted(
+            {
+                m.group()
+                for m in _IDENT.finditer(code)
+                if m.group().lower() in ("findproxyforurl", "findproxyforurlex")
+                and m.group() not in _ENTRY_POINTS
+            }
+        )
+        for name in near:
+            right = "FindProxyForURLEx" if name.lower().endswith("ex") else "FindProxyForURL"
+            hints.append(
+                f"the script names {name!r}: did you mean {right!r}? (names are case-sensitive)"
+            )
+    if kind in ("script_error", "no_entrypoint") and _HTML.match(script.lstrip("\ufeff")):
+        hints.append(
+            "the PAC looks like an HTML page, not JavaScript (a login, error or directory"
+            " page served instead of the script?): check the URL or file"
+        )
+    return hints

@@ -8,16 +8,19 @@ while `pac-eval` uses `read_pac`. Every byte is hostile: sizes are checked while
 
 from __future__ import annotations
 
-import asyncio
 import codecs
-import ssl
+import errno
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from pac.sandbox import DEFAULT_MAX_BYTES
+
+if TYPE_CHECKING:  # asyncio, ssl and aiohttp are imported only for an http(s) source
+    import ssl
 
 #: Whole-download bound for http(s) sources, seconds.
 DEFAULT_FETCH_TIMEOUT = 10.0
@@ -87,6 +90,63 @@ def _charset_of(content_type: str | None) -> str | None:
     return None
 
 
+_ERRNO_WORDS = {
+    errno.ECONNREFUSED: "connection refused (nothing listens on that port)",
+    errno.ECONNRESET: "connection reset by the server",
+    errno.ETIMEDOUT: "connection timed out",
+    errno.ENETUNREACH: "network unreachable",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.EADDRNOTAVAIL: "address not available",
+}
+
+
+def _os_error_words(exc: BaseException | None) -> str:
+    if isinstance(exc, socket.gaierror):
+        return "the name does not resolve" + (f" ({exc.strerror})" if exc.strerror else "")
+    if isinstance(exc, OSError):
+        if exc.errno in _ERRNO_WORDS:
+            return _ERRNO_WORDS[exc.errno]
+        if exc.strerror:
+            return exc.strerror[:1].lower() + exc.strerror[1:]
+    return "connection failed"
+
+
+def describe_fetch_error(exc: BaseException) -> str:
+    """What went wrong with a download, in our words: aiohttp's own messages quote its
+    internals (`Cannot connect to host h:1 ssl:default [Connect call failed ...]`), which
+    tell a PAC author less than "connection to h:1 refused"."""
+    import ssl
+
+    import aiohttp
+
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cert = exc.certificate_error
+        why = getattr(cert, "verify_message", None) or getattr(cert, "reason", None) or cert
+        return f"the TLS certificate of {exc.host}:{exc.port} is not trusted ({why})"
+    if isinstance(exc, aiohttp.ClientConnectorSSLError):
+        why = getattr(exc.os_error, "reason", None) or exc.os_error
+        return f"the TLS handshake with {exc.host}:{exc.port} failed ({why})"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, socket.gaierror):
+            return f"cannot resolve {exc.host}: {_os_error_words(exc.os_error)}"
+        return f"cannot connect to {exc.host}:{exc.port}: {_os_error_words(exc.os_error)}"
+    if isinstance(exc, aiohttp.TooManyRedirects):
+        return "too many redirects (more than 5)"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection before a complete answer"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the download was cut short or garbled (bad chunked or compressed body)"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return "not a valid URL"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"the server's answer is not valid HTTP ({exc.message or exc.status})"
+    if isinstance(exc, ssl.SSLError) and not isinstance(exc, aiohttp.ClientError):
+        return f"TLS failed ({exc.reason or exc})"
+    if isinstance(exc, OSError):
+        return f"the connection failed: {_os_error_words(exc)}"
+    return f"the download failed ({type(exc).__name__})"
+
+
 @dataclass(frozen=True, slots=True)
 class Fetched:
     """One PAC download: `status` 200 (with the body) or 304 (unchanged)."""
@@ -111,6 +171,8 @@ async def fetch_pac_with(
     may answer 304. Bounded by `timeout` for the whole exchange and by `max_bytes`, counted
     as the body arrives; any other status than 200/304, and a redirect that leaves https, is
     a PacSourceError."""
+    import ssl
+
     import aiohttp
 
     scheme = urlsplit(url).scheme.lower()
@@ -150,10 +212,8 @@ async def fetch_pac_with(
         raise
     except TimeoutError:
         raise PacSourceError(f"{url}: no complete answer within {timeout:g} s") from None
-    except aiohttp.ClientError as exc:
-        raise PacSourceError(f"{url}: {exc or type(exc).__name__}") from None
-    except (ssl.SSLError, OSError) as exc:
-        raise PacSourceError(f"{url}: {exc}") from None
+    except (aiohttp.ClientError, ssl.SSLError, OSError) as exc:
+        raise PacSourceError(f"{url}: {describe_fetch_error(exc)}") from None
 
 
 async def fetch_pac(
@@ -165,6 +225,8 @@ async def fetch_pac(
     """GET an http(s) PAC once: (body, charset). Certificates are verified (`ssl_context`
     lets a caller add a private CA, never turn verification off); proxy variables are
     ignored (trust_env=False)."""
+    import ssl
+
     import aiohttp
 
     if urlsplit(url).scheme.lower() not in ("http", "https"):
@@ -188,6 +250,8 @@ def read_pac(
     parts = urlsplit(source)
     scheme = parts.scheme.lower()
     if scheme in ("http", "https"):
+        import asyncio
+
         body, charset = asyncio.run(fetch_pac(source, max_bytes, timeout, ssl_context))
         return decode_pac(body, charset)
     if scheme == "file":

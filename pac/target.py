@@ -88,8 +88,11 @@ def _port(text: str, what: str) -> int:
         raise TargetError(f"{what}: port must be 1-65535, got {text!r}") from None
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def _no_controls(text: str) -> None:
-    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+    if _CONTROL.search(text):
         raise TargetError("control characters are not allowed")
 
 
