@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+from pac import installed_version
 from pac.engine import ENGINES, PacLoadError
 from pac.env import PacEnv, canonical_addresses
 from pac.lint import lint, load_hints
@@ -149,16 +150,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def version() -> str:
-    """The installed distribution's version; a checkout run without installing has none."""
-    from importlib import metadata
-
-    try:
-        return metadata.version("airgap-proxy")
-    except metadata.PackageNotFoundError:
-        return "unknown (not installed)"
-
-
 class _VersionAction(argparse.Action):
     """`--version`, reading the metadata only when asked (it costs a few ms at start-up)."""
 
@@ -167,7 +158,7 @@ class _VersionAction(argparse.Action):
         self.help = "print the version and exit"
 
     def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
-        print(f"pac-eval (airgap-proxy) {version()}")
+        print(f"pac-eval (airgap-proxy) {installed_version()}")
         parser.exit()
 
 

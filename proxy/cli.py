@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 import uvloop
 
-from pac import addr
+from pac import addr, installed_version
 from proxy import firewall_apply as firewall_cmd
 from proxy.config import DEFAULT_LISTEN, DEFAULTS, PacConfig, RunConfig
 from proxy.control import CONTROL_FD_ENV
@@ -415,21 +415,13 @@ def add_pac_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--pac-engine", choices=("pacparser", "dukpy"), default=pac.engine)
 
 
-def _version() -> str:
-    """The installed distribution's version (a checkout run without installing has none)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("airgap-proxy")
-    except PackageNotFoundError:
-        return "(not installed)"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="airgap-proxy", description="Transparent egress proxy for containers."
     )
-    parser.add_argument("--version", action="version", version=f"airgap-proxy {_version()}")
+    parser.add_argument(
+        "--version", action="version", version=f"airgap-proxy {installed_version()}"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the transparent proxy")
