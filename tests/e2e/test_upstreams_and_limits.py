@@ -154,8 +154,8 @@ def test_a_hello_over_several_records_in_small_segments_is_decided_at_its_end(
         waited = time.monotonic() - sent
     assert h.origin_of(answer) == f"{h.ORIGIN_A}:443"
     assert waited < 1.0, f"answered {waited:.2f}s after the hello's last byte (peek timeout 5s)"
-    record_ = proxy.wait_record(lambda r: r.get("dst") == f"{h.ORIGIN_A}:443")
-    assert record_["hostname"] == "allowed.example"
+    audit = proxy.wait_record(lambda r: r.get("dst") == f"{h.ORIGIN_A}:443")
+    assert audit["hostname"] == "allowed.example"
 
 
 def _to_the_silent_host(port: int = 9999) -> socket.socket:
