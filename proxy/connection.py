@@ -27,7 +27,7 @@ from proxy.origdst import original_destination
 from proxy.relay import Half, pair
 from proxy.resolver import NameResolver
 from proxy.route_health import BadProxies
-from proxy.sniff import MAX_SNIFF_BYTES, SniffResult, sniff
+from proxy.sniff import MAX_SNIFF_BYTES, Sniffer, SniffResult
 from proxy.splice_relay import SpliceHalf, take_over
 from proxy.upstream import ConnectOptions, RouteFailed, open_direct, open_route
 from rules import routing
@@ -39,13 +39,33 @@ log = logging.getLogger("airgap.proxy")
 Decider = Callable[[Destination], Decision | Awaitable[Decision]]
 
 SNIFF_PORTS = (80, 443)
-#: A segment at least this big is sniffed at once (see `data_received`).
-SNIFF_EAGER_CHUNK = 512
+#: Most one read takes while the connection peeks: a hello or head usually fits in one.
+PEEK_READ = 16 * 1024
+#: Most one read takes once the connection is being decided or connected (then it pauses).
+HOLD_READ = 4 * 1024
 #: How long a rejected client may keep sending before it is cut, and how much we discard.
 REJECT_LINGER = 2.0
 REJECT_DISCARD_LIMIT = 1 << 20
 
 _SETUP, _PEEKING, _CONNECTING, _RELAY, _REJECTING, _DONE = range(6)
+
+
+class _Released(Sniffer):
+    """The sniffer of every connection whose set-up bytes were handed on (relayed) or
+    dropped (rejected): one shared empty object instead of one kept per connection. Shared,
+    so it must never keep a byte: a read that reached it would be one client's bytes in
+    another's connection, and it fails that connection instead."""
+
+    __slots__ = ()
+
+    def feed(self, data: bytes) -> SniffResult | None:
+        raise RuntimeError("set-up bytes after the set-up ended")
+
+    def hold(self, data: bytes) -> None:
+        raise RuntimeError("set-up bytes after the set-up ended")
+
+
+_RELEASED = _Released()
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
 
@@ -69,9 +89,17 @@ class ProxyContext:
     #: The worker's loop, when made inside it: `asyncio.get_running_loop()` costs a getpid
     #: system call each time (CPython checks for a fork), twice per connection otherwise.
     loop: asyncio.AbstractEventLoop | None = field(init=False)
+    #: Where every set-up read lands (`Intercepted.get_buffer`), before its bytes are copied
+    #: to the connection: one buffer per worker, as the event loop runs one read at a time.
+    scratch: memoryview = field(init=False)
+    peek_view: memoryview = field(init=False)
+    hold_view: memoryview = field(init=False)
 
     def __post_init__(self) -> None:
         self.peeking = Deadlines(self.peek_timeout, Intercepted.peek_timed_out)
+        self.scratch = memoryview(bytearray(MAX_SNIFF_BYTES))
+        self.peek_view = self.scratch[:PEEK_READ]
+        self.hold_view = self.scratch[:HOLD_READ]
         try:
             self.loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -84,24 +112,16 @@ class ProxyContext:
             conn.check_idle(now, self.idle_timeout)
 
 
-def _may_be_complete(buf: bytearray, data: bytes) -> bool:
-    """Whether `data` may have completed a ClientHello or request head in `buf` (cheap: it
-    looks at the chunk, a TLS header's length field, or the head's end)."""
-    if len(data) >= SNIFF_EAGER_CHUNK:
-        return True
-    if buf[0] == 0x16:  # TLS: the first handshake header says how long the hello is
-        if len(buf) < 9:
-            return False
-        end = 9 + int.from_bytes(buf[6:9], "big")  # in one record; more records come later
-        return len(buf) - len(data) < end <= len(buf)  # this chunk crossed it (once)
-    return b"\r\n\r\n" in buf[-(len(data) + 3) :]
+class Intercepted(asyncio.BufferedProtocol):
+    """Set-up phase of one client connection, then the owner of its relay.
 
-
-class Intercepted(asyncio.Protocol):
-    """Set-up phase of one client connection, then the owner of its relay."""
+    A `BufferedProtocol` during the set-up, so that the proxy chooses how much each read
+    takes (`get_buffer`): a plain Protocol gets whatever the event loop read, up to 256 KiB
+    with uvloop, and a connection waiting for its route would keep all of it. The relay
+    halves that take over are plain Protocols again, reading as much as comes.
+    """
 
     __slots__ = (
-        "buf",
         "client_eof",
         "ctx",
         "dest",
@@ -110,9 +130,9 @@ class Intercepted(asyncio.Protocol):
         "idle_since",
         "idle_total",
         "lost",
-        "next_sniff",
         "record",
         "sniffed",
+        "sniffer",
         "state",
         "task",
         "timer",
@@ -122,14 +142,13 @@ class Intercepted(asyncio.Protocol):
     def __init__(self, ctx: ProxyContext) -> None:
         self.ctx = ctx
         self.state = _SETUP
-        self.buf = bytearray()
+        self.sniffer = Sniffer()
         self.client_eof = False
         self.sniffed: SniffResult | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
         self.halves: tuple[Half, Half] | tuple[SpliceHalf, SpliceHalf] | None = None
         self.lost = 0
-        self.next_sniff = 0
         self.discarded = 0
         self.idle_total = -1
         self.idle_since = 0.0
@@ -178,29 +197,36 @@ class Intercepted(asyncio.Protocol):
         finally:
             sock.detach()
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """Where the next read goes: the worker's scratch buffer, cut to what this phase may
+        take. A peek reads at most what the sniffer may still look at (`MAX_SNIFF_BYTES`
+        in all), in reads of `PEEK_READ`; a connection being decided or connected reads
+        `HOLD_READ` once and pauses, the rest stays in the kernel until the relay runs; a
+        rejected one reads to discard."""
+        state = self.state
+        if state == _PEEKING:
+            room = MAX_SNIFF_BYTES - len(self.sniffer)
+            return self.ctx.peek_view if room >= PEEK_READ else self.ctx.scratch[: max(room, 1)]
+        if state == _REJECTING:
+            return self.ctx.scratch
+        return self.ctx.hold_view
+
+    def buffer_updated(self, nbytes: int) -> None:
         if self.state == _REJECTING:
-            self.discarded += len(data)
+            self.discarded += nbytes
             if self.discarded > REJECT_DISCARD_LIMIT:
                 self._reset(self.record.error or "rejected")
             return
-        self.buf += data
+        data = self.ctx.scratch[:nbytes].tobytes()
         if self.state == _PEEKING:
-            # Each sniff parses the whole prefix again. A normal client sends its hello or
-            # head in one or two large segments; one that dribbles tiny segments is only
-            # re-parsed when its buffer has doubled, so its cost stays linear, not quadratic.
-            size = len(self.buf)
-            if size < self.next_sniff and not _may_be_complete(self.buf, data):
-                return
-            result = sniff(bytes(self.buf))
-            if result.complete:
+            result = self.sniffer.feed(data)
+            if result is not None:
                 self._sniffed(result)
-            else:
-                self.next_sniff = min(2 * size, MAX_SNIFF_BYTES)
         else:
             # Deciding or connecting: keep what came (it is sent first once connected), and
             # leave the rest in the kernel until then. Not pausing up front saves two
             # syscalls for the usual client, which sends nothing more before the answer.
+            self.sniffer.hold(data)
             self.transport.pause_reading()
 
     def eof_received(self) -> bool:
@@ -209,7 +235,7 @@ class Intercepted(asyncio.Protocol):
             self.transport.close()
             return False
         if self.state == _PEEKING:
-            self._sniffed(self._final_sniff())
+            self._sniffed(self.sniffer.finish())
         return True  # keep the write side: the answer may still come
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -220,18 +246,10 @@ class Intercepted(asyncio.Protocol):
         if self.halves is None:
             self._finish()
 
-    def _final_sniff(self) -> SniffResult:
-        if not self.buf:
-            return SniffResult(True, "unknown", None, "no data before the peek ended")
-        result = sniff(bytes(self.buf))
-        if result.complete:
-            return result
-        return SniffResult(True, result.protocol, None, "incomplete client hello/head")
-
     def peek_timed_out(self) -> None:
         """The peek deadline passed (`ProxyContext.peeking`): decide on what arrived."""
         if self.state == _PEEKING:
-            self._sniffed(self._final_sniff())
+            self._sniffed(self.sniffer.finish())
 
     def _sniffed(self, result: SniffResult) -> None:
         self.ctx.peeking.discard(self)
@@ -350,12 +368,12 @@ class Intercepted(asyncio.Protocol):
     def _start_relay(self, upstream: asyncio.Transport, leftover: bytearray) -> None:
         self.state = _RELAY
         client = self.transport
+        held, self.sniffer = self.sniffer.take(), _RELEASED
         if self.ctx.splice:
             # None: this one cannot be spliced (TLS upstream, no descriptors left): default relay.
-            spliced = take_over(client, upstream, bytes(self.buf), bytes(leftover), self)
+            spliced = take_over(client, upstream, held, bytes(leftover), self)
             if spliced is not None:
                 self.halves = spliced
-                self.buf = b""  # type: ignore[assignment]
                 self.task = None
                 self.sniffed = None
                 return
@@ -367,11 +385,10 @@ class Intercepted(asyncio.Protocol):
         # bound behind a peer that does not read).
         client.resume_reading()
         upstream.resume_reading()
-        if self.buf:
-            from_client.nbytes += len(self.buf)
-            upstream.write(bytes(self.buf))
+        if held:
+            from_client.nbytes += len(held)
+            upstream.write(held)
         # Nothing of the set-up phase is kept for the life of the relay.
-        self.buf = b""  # type: ignore[assignment]
         self.task = None
         self.sniffed = None
         if leftover:
@@ -422,12 +439,12 @@ class Intercepted(asyncio.Protocol):
         if protocol == "http":
             transport.write(reject_wire.http_forbidden(self.dest.host, reason))
         elif protocol == "tls":
-            transport.write(reject_wire.tls_access_denied_alert(bytes(self.buf[:64])))
+            transport.write(reject_wire.tls_access_denied_alert(self.sniffer.data[:64]))
         else:
             self._reset(None)
             return
         self.state = _REJECTING
-        self.buf = bytearray()
+        self.sniffer = _RELEASED
         if transport.can_write_eof():
             transport.write_eof()
         transport.resume_reading()  # read and discard what the client still sends

@@ -10,7 +10,7 @@ so a slow reader never makes the proxy buffer without bound. Half-close is propa
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Any, Protocol
 
 #: Write buffer water marks: bounded memory per direction, enough to keep the pipe full.
 WRITE_HIGH_WATER = 256 * 1024
@@ -67,6 +67,27 @@ class Half(asyncio.Protocol):
         self.owner.half_lost(self, exc)
 
 
+class _Unbuffered(asyncio.BufferedProtocol):
+    """The protocol a client transport has for an instant at the hand-over (`pair`): its
+    `get_buffer` and `buffer_updated` are one pair of functions shared by all (slots, not
+    methods, so reading them makes no bound method)."""
+
+    __slots__ = ("buffer_updated", "get_buffer")
+
+
+def _no_read(*args: object) -> None:
+    raise RuntimeError("a read reached the hand-over protocol")
+
+
+def _unbuffered() -> _Unbuffered:
+    protocol: Any = _Unbuffered()  # slots over the base class's methods: untyped to mypy
+    protocol.get_buffer = protocol.buffer_updated = _no_read
+    return protocol
+
+
+_UNBUFFERED = _unbuffered()
+
+
 def pair(
     client: asyncio.Transport,
     upstream: asyncio.Transport,
@@ -76,6 +97,11 @@ def pair(
     from_client = Half(client, owner)
     from_upstream = Half(upstream, owner)
     from_client.peer, from_upstream.peer = from_upstream, from_client
+    # The client's set-up protocol is a BufferedProtocol, and uvloop keeps a buffered
+    # protocol's get_buffer and buffer_updated (two bound methods, 128 bytes) for the life
+    # of the transport, even once a plain Protocol has replaced it. Passing through a
+    # protocol whose two are shared functions leaves nothing of that per connection.
+    client.set_protocol(_UNBUFFERED)
     client.set_protocol(from_client)
     upstream.set_protocol(from_upstream)
     return from_client, from_upstream

@@ -1,15 +1,18 @@
 """Hostname sniffing from the first bytes a client sends (sans-IO).
 
-The runtime peeks at a redirected connection on ports 80/443 and calls `sniff()` with the
-growing prefix of what the client sent, until the result is `complete` (or the peek time
-bound ends). The name found is *untrusted input*: it is returned raw, and the caller
-canonicalises it (design.md) before any use. Whenever the bytes are ambiguous -- several
-names, lengths that do not add up, an ECH outer hello, HTTP heads that different parsers
-could read differently -- the answer is "no name" (`hostname=None`), so the connection is
-decided on its IP: a wrong name is worse than no name.
+The runtime peeks at a redirected connection on ports 80/443: it feeds each read to a
+`Sniffer`, which keeps the bytes and calls `sniff()` on the growing prefix whenever it may
+have become a whole ClientHello or request head, until the result is `complete` (or the
+peek time bound ends: `Sniffer.finish`). The name found is *untrusted input*: it is
+returned raw, and the caller canonicalises it (`rules.names.canonical_hostname`) before any
+use. Whenever the bytes are ambiguous -- several names, lengths that do not add up, an ECH
+outer hello, HTTP heads that different parsers could read differently -- the answer is "no
+name" (`hostname=None`), so the connection is decided on its IP: a wrong name is worse than
+no name.
 
 `sniff()` never raises and never loops without consuming input; each call costs O(len(data))
-(at most `MAX_SNIFF_BYTES` are looked at), so calling it after each read is cheap enough.
+(at most `MAX_SNIFF_BYTES` are looked at). `Sniffer` calls it only when the prefix has
+doubled or may be complete, so a client that dribbles bytes costs O(log n) parses, not n.
 """
 
 from __future__ import annotations
@@ -469,3 +472,162 @@ def _host_of_absolute_target(target: bytes) -> str | None:
 
 def _same_host(a: str, b: str) -> bool:
     return a.lower().rstrip(".") == b.lower().rstrip(".")
+
+
+# --------------------------------------------------------------------------- pacing
+
+
+class Sniffer:
+    """What a client sent before its connection was decided, and when to sniff it.
+
+    `feed(data)` with each read returns the final `SniffResult` as soon as there is one, or
+    None ("wait for more"); `finish()` gives the answer on what arrived when waiting ends
+    (the peek deadline, the client's EOF). After the result, `hold(data)` keeps what still
+    arrives until the connection is relayed, and `take()` hands it all over, in order.
+
+    Each `sniff()` parses the whole prefix again. It runs on the first read (a normal client
+    sends its hello or head in one segment), and later only when the prefix has doubled
+    since the last parse or the read may have completed it: the blank line that ends an
+    HTTP head, or the end of a ClientHello. For TLS that end is found by following the
+    record headers as they arrive (each says how long its record is; the first handshake
+    header says how long the hello is across all of them), incrementally, so a hello split
+    over many records is decided at its last byte, and a client that dribbles bytes costs
+    O(log n) full parses plus one linear walk over the record headers.
+    """
+
+    __slots__ = ("_buf", "_next_parse", "_records")
+
+    def __init__(self) -> None:
+        self._buf: bytes | bytearray = b""
+        self._next_parse = 0  # the first read is always parsed
+        self._records: _HelloEnd | None = None  # made when a TLS hello needs a second read
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    @property
+    def data(self) -> bytes:
+        """Every byte fed or held so far."""
+        return bytes(self._buf)
+
+    def feed(self, data: bytes) -> SniffResult | None:
+        """Add one read; the final result once known, else None."""
+        buf = self._append(data)
+        size = len(buf)
+        if size < self._next_parse and not self._may_be_complete(buf, len(data)):
+            return None
+        result = sniff(buf if type(buf) is bytes else bytes(buf))
+        if result.complete:
+            return result
+        self._next_parse = min(2 * size, MAX_SNIFF_BYTES)
+        records = self._records
+        if records is not None and records.end is not None and size >= records.end:
+            records.end = _NEVER  # framing and parser disagree: the doubling bound only
+        return None
+
+    def finish(self) -> SniffResult:
+        """The final answer on what has arrived (no more will be waited for)."""
+        if not self._buf:
+            return SniffResult(True, "unknown", None, "no data before the peek ended")
+        result = sniff(bytes(self._buf))
+        if result.complete:
+            return result
+        return SniffResult(True, result.protocol, None, "incomplete client hello/head")
+
+    def hold(self, data: bytes) -> None:
+        """Keep `data` without sniffing it (it arrived after the decision)."""
+        self._append(data)
+
+    def take(self) -> bytes:
+        """Everything fed and held, in order; the sniffer is empty afterwards."""
+        buf, self._buf = self._buf, b""
+        self._records = None
+        return buf if type(buf) is bytes else bytes(buf)
+
+    def _append(self, data: bytes) -> bytes | bytearray:
+        buf = self._buf
+        if not buf:  # the usual first read: kept as it is, no copy
+            self._buf = data
+            return data
+        if type(buf) is bytes:  # a second read: from now on appended in place
+            buf = self._buf = bytearray(buf)
+        buf += data
+        return buf
+
+    def _may_be_complete(self, buf: bytes | bytearray, new: int) -> bool:
+        """Whether the last `new` bytes may have completed a hello or head (cheap: it reads
+        only record headers, or the last few bytes)."""
+        if buf[0] == _TLS_HANDSHAKE:
+            records = self._records
+            if records is None:
+                records = self._records = _HelloEnd()
+            return records.reached(buf)
+        return b"\r\n\r\n" in buf[-(new + 3) :]
+
+
+_NEVER = 1 << 62  # an end no stream reaches
+
+
+class _HelloEnd:
+    """Where a ClientHello ends in the stream, learnt from its TLS record headers.
+
+    Record by record as their headers arrive: `handshake` counts the handshake bytes the
+    records read so far declare; once the hello's own 4-byte header has arrived (in the
+    first records' payloads: `heads`), `target` is the hello's length, and `end` is the
+    stream offset of its last byte. Anything a valid hello cannot have (another record
+    type, a bad version, a zero or oversize length, another handshake message, a hello
+    larger than the sniff bound) answers "parse now": the parser then gives its final
+    verdict on it.
+    """
+
+    __slots__ = ("end", "handshake", "heads", "next_header", "target")
+
+    def __init__(self) -> None:
+        self.next_header = 0
+        self.handshake = 0
+        self.heads: list[tuple[int, int]] = []  # (payload offset, length) until 4 bytes
+        self.target: int | None = None
+        self.end: int | None = None
+
+    def reached(self, buf: bytes | bytearray) -> bool:
+        """True when `buf` may hold the whole hello, or cannot be the start of one (said
+        once: after that only the doubling bound triggers a parse)."""
+        size = len(buf)
+        while self.end is None:
+            if self.target is None and self.heads:
+                head = b"".join(buf[start : min(start + n, size)] for start, n in self.heads)
+                if len(head) >= 4:
+                    body = int.from_bytes(head[1:4], "big")
+                    if head[0] != _HS_CLIENT_HELLO or _min_stream_bytes(body) > MAX_SNIFF_BYTES:
+                        return self._malformed()
+                    self.target = 4 + body
+                    if self.handshake >= self.target:  # it ends in the last record read
+                        start, n = self.heads[-1]
+                        self.end = start + self.target - (self.handshake - n)
+                        break
+                elif self.handshake >= 4:
+                    return False  # its header is still in flight, and so is all after it
+            pos = self.next_header
+            if pos + 5 > size:
+                if (pos < size and buf[pos] != _TLS_HANDSHAKE) or (
+                    pos + 1 < size and buf[pos + 1] != 3
+                ):
+                    return self._malformed()
+                return False
+            if buf[pos] != _TLS_HANDSHAKE or buf[pos + 1] != 3:
+                return self._malformed()
+            length = (buf[pos + 3] << 8) | buf[pos + 4]
+            if length == 0 or length > _MAX_RECORD:
+                return self._malformed()
+            before = self.handshake
+            self.handshake = before + length
+            self.next_header = pos + 5 + length
+            if before < 4:
+                self.heads.append((pos + 5, length))
+            if self.target is not None and self.handshake >= self.target:
+                self.end = pos + 5 + self.target - before
+        return size >= self.end
+
+    def _malformed(self) -> bool:
+        self.end = _NEVER
+        return True

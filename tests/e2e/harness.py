@@ -533,6 +533,20 @@ def rss_kib(pid: int) -> int:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
+def unread_bytes(local_port: int) -> dict[int, int]:
+    """Bytes received but not yet read by the application, for each established TCP socket
+    of this namespace whose local port is `local_port` (the proxy's accepted connections),
+    by the peer's port (/proc/net/tcp{,6}: `rx_queue`)."""
+    unread: dict[int, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "01" or int(fields[1].rsplit(":", 1)[1], 16) != local_port:
+                continue  # not ESTABLISHED, or not on that port
+            unread[int(fields[2].rsplit(":", 1)[1], 16)] = int(fields[4].split(":")[1], 16)
+    return unread
+
+
 def pipe_fds(pid: int) -> int:
     """How many pipe descriptors a process holds (the splice relay holds 4 per connection)."""
     count = 0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,6 +110,110 @@ def test_hostile_client_hello_flood_is_decided_on_the_ip(start_proxy, origins) -
     answer = reset_or_closed(h.ORIGIN_EVIL, 443, header + b"\x00" * 70000)
     assert answer in (b"", b"\x15\x03\x01\x00\x02\x02\x31", b"\x15\x03\x03\x00\x02\x02\x31")
     assert origins.hits.count((h.ORIGIN_EVIL, 443)) == before
+
+
+def _read_by_the_proxy(proxy: h.ProxyProcess, sock: socket.socket, timeout: float = 5) -> None:
+    """Wait until the proxy has read everything `sock` sent (its socket's receive queue is
+    empty), so that each send reaches it as a read of its own."""
+    port = sock.getsockname()[1]
+    deadline = time.monotonic() + timeout
+    while h.unread_bytes(proxy.port).get(port, 1) != 0:
+        assert time.monotonic() < deadline, "the proxy did not read what was sent"
+        time.sleep(0.002)
+
+
+@pytest.mark.parametrize("record", [40, 100, 160])
+def test_a_hello_over_several_records_in_small_segments_is_decided_at_its_end(
+    start_proxy, record: int
+) -> None:
+    """A ClientHello cut into several TLS records and sent in small segments, each read by
+    the proxy on its own: it is decided when its last byte arrives, not at --peek-timeout."""
+    proxy = start_proxy(ALLOW_INTERNAL, "--peek-timeout", "5")
+    hello = h.client_hello("allowed.example")
+    message, pos = b"", 0
+    while pos < len(hello):  # the handshake message, out of its (one) record
+        length = int.from_bytes(hello[pos + 3 : pos + 5], "big")
+        message += hello[pos + 5 : pos + 5 + length]
+        pos += 5 + length
+    stream = b"".join(
+        b"\x16\x03\x01" + len(message[i : i + record]).to_bytes(2, "big") + message[i : i + record]
+        for i in range(0, len(message), record)
+    )
+    # Four records or more: 15 stream bytes or more past where one record would end, more
+    # than a segment, so no segment but the last brings the hello's end.
+    assert stream.count(b"\x16\x03\x01") >= 4
+    with h.client_socket(h.ORIGIN_A, 443) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        segments = [stream[i : i + 8] for i in range(0, len(stream), 8)]
+        for segment in segments[:-1]:
+            sock.sendall(segment)
+            _read_by_the_proxy(proxy, sock)
+        sent = time.monotonic()
+        sock.sendall(segments[-1])
+        answer = h.recv_all(sock)
+        waited = time.monotonic() - sent
+    assert h.origin_of(answer) == f"{h.ORIGIN_A}:443"
+    assert waited < 1.0, f"answered {waited:.2f}s after the hello's last byte (peek timeout 5s)"
+    audit = proxy.wait_record(lambda r: r.get("dst") == f"{h.ORIGIN_A}:443")
+    assert audit["hostname"] == "allowed.example"
+
+
+def _to_the_silent_host(port: int = 9999) -> socket.socket:
+    """A client of the silent host (whose incoming packets are dropped): from 127.0.0.1, so
+    that only the proxy's own connection to it goes unanswered, not the client's."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, h.CLIENT_MARK)
+    sock.settimeout(10)
+    sock.bind(("127.0.0.1", 0))
+    sock.connect((h.ORIGIN_BLACKHOLE, port))
+    return sock
+
+
+def test_connections_waiting_for_their_route_hold_little_memory(start_proxy) -> None:
+    """300 clients push 256 KiB each at once to a DIRECT destination that drops SYNs: while
+    the proxy waits for the connects, each costs its worker a few KiB, not what it sent."""
+    config = manual(exclude=f"{h.ORIGIN_BLACKHOLE}/32")
+    proxy = start_proxy(config, "--workers", "1", "--connect-timeout", "60")
+    assert proxy.proc is not None
+    pid = proxy.proc.pid
+    # Warm up: the first connections allocate what every later one reuses (a peek and a
+    # rejection, and connects to the silent host, which wait for --connect-timeout).
+    for _ in range(5):
+        assert b" 403 " in h.http_get(h.ORIGIN_A, 80, "other.example")
+        with _to_the_silent_host() as sock:
+            sock.sendall(b"x" * 1000)
+            _read_by_the_proxy(proxy, sock)
+    h.wait_for(lambda: len(proxy.records()) == 5, what="the rejected warm-ups to end")
+    before = h.rss_kib(pid)
+    count, payload = 300, b"\x00" * (256 * 1024)
+    clients: list[socket.socket] = []
+    sent: dict[int, int] = {}
+    try:
+        for _ in range(count):
+            sock = _to_the_silent_host()
+            sock.setblocking(False)
+            total = 0
+            with contextlib.suppress(BlockingIOError):
+                while total < len(payload):
+                    total += sock.send(payload[total:])
+            clients.append(sock)
+            sent[sock.getsockname()[1]] = total
+
+        def all_read_once() -> bool:
+            unread = h.unread_bytes(proxy.port)
+            return all(unread.get(port, total) < total for port, total in sent.items())
+
+        h.wait_for(all_read_once, timeout=30, what="the proxy to read from every client")
+        growth = h.rss_kib(pid) - before
+        pushed = sum(sent.values()) // count // 1024
+        per_connection = growth / count
+        assert per_connection < 32, (
+            f"{per_connection:.1f} KiB per waiting connection (each pushed {pushed} KiB)"
+        )
+        assert len(proxy.records()) == 5, "all are still waiting for their connects"
+    finally:
+        for sock in clients:
+            sock.close()
 
 
 def test_dual_stack_listener_takes_ipv4_clients(start_proxy) -> None:

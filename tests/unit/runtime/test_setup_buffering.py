@@ -1,5 +1,6 @@
 """While a connection is being decided and connected, what the client sends is held back:
-the proxy keeps at most what had arrived and pauses reading, then sends it all, in order."""
+the proxy keeps at most one bounded read beyond its peek and pauses reading, then sends it
+all, in order; however much the client pushes, the set-up holds a few KiB."""
 
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ async def _scenario(monkeypatch: pytest.MonkeyPatch) -> tuple[bytes, int, bool]:
     try:
         await loop.sock_sendall(client, FIRST)
         async with asyncio.timeout(5):  # accepted, and the first bytes read
-            while not ctx.active or len(next(iter(ctx.active)).buf) < len(FIRST):
+            while not ctx.active or len(next(iter(ctx.active)).sniffer) < len(FIRST):
                 await asyncio.sleep(0.01)
         # Fill what the kernel buffers for us while the decision hangs; the proxy must not
         # take it all into its own memory.
@@ -72,7 +73,7 @@ async def _scenario(monkeypatch: pytest.MonkeyPatch) -> tuple[bytes, int, bool]:
                 break
         await asyncio.sleep(0.1)
         (conn,) = ctx.active
-        held = len(conn.buf)
+        held = len(conn.sniffer)
         paused = not conn.transport.is_reading()  # type: ignore[attr-defined]
         release.set()
         await loop.sock_sendall(client, LATER[pushed:])
@@ -93,7 +94,7 @@ def test_client_bytes_are_held_back_and_then_sent_in_order(monkeypatch) -> None:
 
 
 async def _held_back_then_relayed_to_a_peer_that_does_not_read(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, peek: bool
 ) -> tuple[int, int, int]:
     """A client pushes hard during the peek and the decision; the origin never reads.
     Returns (bytes held at the hand-over, most ever buffered for the origin, bytes pushed)."""
@@ -114,7 +115,8 @@ async def _held_back_then_relayed_to_a_peer_that_does_not_read(
     origin = await loop.create_server(Origin, sock=origin_sock)
     origin_port = origin_sock.getsockname()[1]
     monkeypatch.setattr(connection, "original_destination", lambda s: ("127.0.0.1", origin_port))
-    monkeypatch.setattr(connection, "SNIFF_PORTS", (origin_port,))  # a peek, as on 80/443
+    if peek:
+        monkeypatch.setattr(connection, "SNIFF_PORTS", (origin_port,))  # as on 80/443
     new_socket = upstream._new_socket
 
     def small_send_buffer(*args: object) -> socket.socket:
@@ -154,7 +156,7 @@ async def _held_back_then_relayed_to_a_peer_that_does_not_read(
 
         await push(0.5, None)  # the peek ends at once (a big first read), then it waits
         (conn,) = ctx.active
-        held = len(conn.buf)
+        held = len(conn.sniffer)
         release.set()
         async with asyncio.timeout(5):
             while conn.halves is None:
@@ -167,14 +169,22 @@ async def _held_back_then_relayed_to_a_peer_that_does_not_read(
     return held, most, pushed
 
 
+@pytest.mark.parametrize("peek", [True, False], ids=["peeked", "not-peeked"])
 def test_an_origin_that_does_not_read_holds_the_client_back_from_the_first_byte(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, peek: bool
 ) -> None:
     """What was held back during the set-up can fill the origin's buffer past its high-water
-    mark at once: the client must then stay paused, not be resumed by the hand-over."""
+    mark at once: the client must then stay paused, not be resumed by the hand-over. (The
+    set-up holds at most a few KiB, so the water marks are lowered below that here.)"""
+    monkeypatch.setattr(relay, "WRITE_HIGH_WATER", 2048)
+    monkeypatch.setattr(relay, "WRITE_LOW_WATER", 512)
     held, most, pushed = uvloop.run(
-        _held_back_then_relayed_to_a_peer_that_does_not_read(monkeypatch)
+        _held_back_then_relayed_to_a_peer_that_does_not_read(monkeypatch, peek)
     )
+    # The client pushed megabytes at once: the set-up kept one bounded read (two with a
+    # peek: the sniffed one, and the one that came while it was being decided).
+    limit = connection.HOLD_READ + (connection.PEEK_READ if peek else 0)
+    assert held <= limit, f"{held} bytes held during the set-up ({pushed} pushed)"
     assert held > relay.WRITE_HIGH_WATER, f"set-up: only {held} bytes held (test needs more)"
     bound = relay.WRITE_HIGH_WATER + held + 512 * 1024
     assert most <= bound, f"{most} bytes buffered for an origin that never reads ({pushed} pushed)"
