@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pac.addr import socket_ip as canonical_ip
 from proxy import reject_wire
 from proxy.audit import ConnectionRecord, emit
+from proxy.config import DEFAULTS
 from proxy.deadlines import Deadlines
 from proxy.origdst import original_destination
 from proxy.relay import Half, pair
@@ -78,11 +79,13 @@ class ProxyContext:
     connect: ConnectOptions
     resolver: NameResolver
     bad_proxies: BadProxies = field(default_factory=BadProxies)
-    peek_timeout: float = 2.0
-    idle_timeout: float = 600.0
+    peek_timeout: float = DEFAULTS.peek_timeout
+    idle_timeout: float = DEFAULTS.idle_timeout
+    #: The cap the worker enforces: `run` passes the one it resolved from the descriptor
+    #: limit (`RunConfig.max_connections` 0 means "from the limit", which only the CLI knows).
     max_connections: int = 10_000
-    json_logs: bool = False
-    splice: bool = False  # `--splice`: relay with os.splice where the connection allows
+    json_logs: bool = DEFAULTS.json_logs
+    splice: bool = DEFAULTS.splice  # `--splice`: relay with os.splice where the connection allows
     active: set[Intercepted] = field(default_factory=set)
     #: Connections still waiting for their hello/head, by peek deadline.
     peeking: Deadlines[Intercepted] = field(init=False)
@@ -265,7 +268,7 @@ class Intercepted(asyncio.BufferedProtocol):
 
     def _decide(self) -> None:
         """Ask the policy, then connect in a task. The client is not paused up front: reading
-        pauses at the first bytes that arrive meanwhile (`data_received`)."""
+        pauses at the first bytes that arrive meanwhile (`buffer_updated`)."""
         self.state = _CONNECTING
         dest = self.dest
         ctx = self.ctx
@@ -430,7 +433,7 @@ class Intercepted(asyncio.BufferedProtocol):
     # ----------------------------------------------------------------- endings
 
     def _reject(self, reason: str) -> None:
-        """Block on the wire as design.md says: 403 for HTTP, a TLS alert, else a reset."""
+        """Block on the wire: 403 for HTTP, a TLS alert, else a reset (README, "On the wire")."""
         self.record.decision = "REJECT"
         protocol = self.sniffed.protocol if self.sniffed is not None else "other"
         transport = self.transport
