@@ -28,11 +28,11 @@ from pac import installed_version
 from pac.engine import ENGINES, PacLoadError
 from pac.env import PacEnv, canonical_addresses
 from pac.lint import lint, load_hints
-from pac.loader import DEFAULT_FETCH_TIMEOUT, PacSourceError, read_pac
+from pac.loader import DEFAULT_FETCH_TIMEOUT, DEFAULT_MAX_BYTES, PacSourceError, read_pac
 from pac.lookups import HostPrefetch, Lookups, host_names, looks_like_ip
 from pac.result import EvalResult
 from pac.routes import ParsedResult, parse_pac_result
-from pac.sandbox import CHUNK, DEFAULT_ENGINE, DEFAULT_MAX_BYTES, Limits, PacSandbox
+from pac.sandbox import CHUNK, DEFAULT_ENGINE, Limits, PacSandbox
 from pac.target import Target, TargetError, parse_target
 
 EXIT_OK, EXIT_EXPECT, EXIT_USAGE, EXIT_EVAL = 0, 1, 2, 3
@@ -130,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout",
         metavar="SECONDS",
         type=float,
-        default=1.0,
+        default=Limits().time,
         help="seconds per evaluation, also for loading (default: %(default)g)",
     )
     p.add_argument(

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
-from pac.sandbox import DEFAULT_MAX_BYTES
-
 if TYPE_CHECKING:  # asyncio, ssl and aiohttp are imported only for an http(s) source
     import ssl
 
+#: The largest script accepted, downloaded or read (`--pac-max-bytes`): the loader refuses
+#: more before decoding it, and the sandbox before an engine sees it.
+DEFAULT_MAX_BYTES = 1 << 20
 #: Whole-download bound for http(s) sources, seconds.
 DEFAULT_FETCH_TIMEOUT = 10.0
 _BOMS = (

@@ -34,6 +34,7 @@ from typing import Any
 
 from pac.engine import ENGINES, PacLoadError
 from pac.env import DnsRounds, PacEnv, canonical_addresses, safe_resolve
+from pac.loader import DEFAULT_MAX_BYTES
 from pac.result import (
     Envelope,
     EvalError,
@@ -45,8 +46,6 @@ from pac.result import (
 
 #: Default engine (chosen by measurement: see benchmarks/pac_bench.py and the README).
 DEFAULT_ENGINE = "pacparser"
-#: One setting shared with the proxy (`--pac-max-bytes`).
-DEFAULT_MAX_BYTES = 1 << 20
 #: Longest reply line accepted from a worker (the harness caps results at 64 KiB).
 MAX_REPLY_BYTES = 4 << 20
 #: Targets per message in a batch: big enough to amortise the hop, small enough to stream.

@@ -40,7 +40,7 @@ class PacConfig:
     #: Seconds the last good script stays in force after downloads fail (0: fail closed now).
     stale_grace: float = 0.0
     #: Largest script accepted, in bytes (download and file alike).
-    max_bytes: int = 1 << 20
+    max_bytes: int = _ENGINE_LIMITS.script_bytes
     #: Seconds one `FindProxyForURL` call may take.
     eval_timeout: float = _ENGINE_LIMITS.time
     #: Address space one engine process may use beyond the interpreter's own, in MiB.
