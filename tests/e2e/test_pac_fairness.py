@@ -124,7 +124,9 @@ def test_connections_reset_while_waiting_for_their_decision_are_never_evaluated(
         sock.close()  # RST
     for i in range(5):
         record = proxy.wait_record(lambda r, i=i: r.get("hostname") == f"r{i}.spin.example")
-        assert not record["decision"] and "client closed" in record["error"]
+        # Never decided: the audit line says REJECT (nothing was forwarded), with no reason.
+        assert record["decision"] == "REJECT" and not record["reason"], record
+        assert "client closed" in record["error"], record
     # Were they still queued, this would wait about 5 x 1.25 s behind them.
     answer, seconds = tls_from(ATTACKER, "allowed.example")
     assert h.origin_of(answer) == f"{h.ORIGIN_A}:443"
