@@ -9,6 +9,7 @@ that fails with a message saying what did not happen.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Callable
 
@@ -39,3 +40,17 @@ def wait_until(
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(_INTERVAL)
+
+
+async def loop_has_polled() -> None:
+    """Return once the running loop has polled for I/O after this call: whatever was ready
+    to read before (bytes a test sent to a protocol) has been delivered by then. A test
+    asserting that something did *not* happen (a read that must stay paused) waits for this
+    instead of sleeping: one byte through a socket pair, read by the loop."""
+    loop = asyncio.get_running_loop()
+    left, right = socket.socketpair()
+    with left, right:
+        left.setblocking(False)
+        right.setblocking(False)
+        right.send(b".")
+        await asyncio.wait_for(loop.sock_recv(left, 1), DEFAULT_TIMEOUT)
