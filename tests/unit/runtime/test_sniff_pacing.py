@@ -10,6 +10,7 @@ import pytest
 
 from proxy import connection
 from proxy.sniff import MAX_SNIFF_BYTES
+from tests.unit.fakes import FakeTransport
 
 
 def client_hello(name: str) -> bytes:
@@ -19,17 +20,6 @@ def client_hello(name: str) -> bytes:
     with contextlib.suppress(ssl.SSLWantReadError):
         tls.do_handshake()
     return outgoing.read()
-
-
-class _Transport:
-    def __init__(self) -> None:
-        self.paused = False
-
-    def pause_reading(self) -> None:
-        self.paused = True
-
-    def is_closing(self) -> bool:
-        return False
 
 
 def _feed(monkeypatch: pytest.MonkeyPatch, stream: bytes, chunk: int) -> tuple[int, str | None]:
@@ -52,7 +42,7 @@ def _feed(monkeypatch: pytest.MonkeyPatch, stream: bytes, chunk: int) -> tuple[i
             decided.append(result.hostname)
 
     conn = Probe(ctx=None)  # type: ignore[arg-type]
-    conn.transport = _Transport()  # type: ignore[assignment]
+    conn.transport = FakeTransport()
     conn.state = connection._PEEKING
     for i in range(0, len(stream), chunk):
         conn.data_received(stream[i : i + chunk])
