@@ -20,6 +20,10 @@ from pac.sandbox import AsyncPacSandbox, Limits, PacSandbox
 
 BOUND = 0.5
 LIMITS = Limits(time=BOUND, memory=96 << 20)
+#: For tests of something other than the time bound. The bound is wall time: on a loaded
+#: machine a worker may wait longer than BOUND for a core just to load a script, and a
+#: test of, say, a syntax error must not read that as a hanging script.
+WIDE = Limits(time=30.0, memory=96 << 20)
 
 
 @dataclass
@@ -111,7 +115,8 @@ def test_defaults() -> None:
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_hostile_evaluation(engine: str, case: str) -> None:
     body, kind = HOSTILE[case]
-    with PacSandbox(script(body), engine, LIMITS) as sandbox:
+    timed = "timeout" in (kind if isinstance(kind, tuple) else (kind,))
+    with PacSandbox(script(body), engine, LIMITS if timed else WIDE) as sandbox:
         started = time.monotonic()
         result = sandbox.evaluate("http://bad:80", "bad")
         elapsed = time.monotonic() - started
@@ -149,8 +154,9 @@ def test_hang_in_a_batch_only_fails_its_own_target(engine: str) -> None:
 def test_scripts_that_do_not_load(engine: str, src: str, kind: str, needle: str) -> None:
     started = time.monotonic()
     with pytest.raises(PacLoadError) as info:
-        PacSandbox(src, engine, LIMITS).start()
-    assert time.monotonic() - started < BOUND + 1.0 + 1.0  # plus worker start-up
+        PacSandbox(src, engine, LIMITS if kind == "timeout" else WIDE).start()
+    if kind == "timeout":  # the load is cut at the bound
+        assert time.monotonic() - started < BOUND + 1.0 + 1.0  # plus worker start-up
     assert info.value.error.kind == kind
     assert needle in info.value.error.message
 
@@ -159,7 +165,7 @@ def test_syntax_errors_carry_the_line() -> None:
     src = "// line 1\nfunction FindProxyForURL(u, h) {\n  return = 3;\n}\n"
     for engine in ENGINES:
         with pytest.raises(PacLoadError) as info:
-            PacSandbox(src, engine, LIMITS).start()
+            PacSandbox(src, engine, WIDE).start()
         assert info.value.error.line == 3
 
 
@@ -263,7 +269,7 @@ async def test_async_resolver_answers_misses() -> None:
 
 async def test_async_load_errors_raise() -> None:
     with pytest.raises(PacLoadError) as info:
-        await AsyncPacSandbox("function FindProxyForURL(", "dukpy", LIMITS).start()
+        await AsyncPacSandbox("function FindProxyForURL(", "dukpy", WIDE).start()
     assert info.value.error.kind == "script_error"
 
 
@@ -291,7 +297,7 @@ async def test_a_cancelled_evaluation_never_answers_the_next_one(
 ) -> None:
     """The proxy cancels a decision when its client goes away; the reply still in the
     worker's pipe must not be read as the answer for the next connection."""
-    async with AsyncPacSandbox(SLOW_FOR_SLOW, engine, LIMITS, workers=1) as sandbox:
+    async with AsyncPacSandbox(SLOW_FOR_SLOW, engine, WIDE, workers=1) as sandbox:
         (proc,) = spawned.procs
         spawned.watch_writes(proc)
         pending = asyncio.ensure_future(sandbox.evaluate("http://slow:80", "slow"))
@@ -305,7 +311,7 @@ async def test_a_cancelled_evaluation_never_answers_the_next_one(
 async def test_a_cancelled_evaluation_costs_no_process_start(engine: str, spawned: Spawned) -> None:
     """A client that connects and leaves at once must not cost a worker restart: the
     cancelled exchange finishes, and the same process answers the next request."""
-    async with AsyncPacSandbox(SLOW_FOR_SLOW, engine, LIMITS, workers=1) as sandbox:
+    async with AsyncPacSandbox(SLOW_FOR_SLOW, engine, WIDE, workers=1) as sandbox:
         assert await sandbox.evaluate("http://ok:80", "ok") is not None
         (proc,) = spawned.procs
         spawned.watch_writes(proc)
@@ -321,7 +327,7 @@ async def test_a_cancelled_evaluation_costs_no_process_start(engine: str, spawne
 async def test_closing_while_a_reply_is_being_dropped_leaves_nothing_behind(
     spawned: Spawned,
 ) -> None:
-    sandbox = AsyncPacSandbox(SLOW_FOR_SLOW, "pacparser", LIMITS, workers=1)
+    sandbox = AsyncPacSandbox(SLOW_FOR_SLOW, "pacparser", WIDE, workers=1)
     await sandbox.start()
     (proc,) = spawned.procs
     spawned.watch_writes(proc)
@@ -339,7 +345,7 @@ async def test_closing_while_a_reply_is_being_dropped_leaves_nothing_behind(
 async def test_a_cancelled_spawn_keeps_the_pool_slot(spawned: Spawned) -> None:
     """Cancelled while a worker starts: the pool does not shrink (else it empties and every
     later evaluation waits for ever)."""
-    async with AsyncPacSandbox(SLOW_FOR_SLOW, "pacparser", LIMITS, workers=1) as sandbox:
+    async with AsyncPacSandbox(SLOW_FOR_SLOW, "pacparser", WIDE, workers=1) as sandbox:
         (first,) = spawned.procs
         first.kill()  # the next evaluation must spawn a fresh worker
         await first.wait()
