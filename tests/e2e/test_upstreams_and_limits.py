@@ -93,10 +93,16 @@ def test_idle_relays_are_closed(start_proxy, relay) -> None:
     assert record["bytes_up"] == 1
 
 
-def test_silent_client_on_a_sniffed_port_is_decided_on_the_ip(start_proxy) -> None:
+def test_silent_client_on_a_sniffed_port_is_decided_on_the_ip(start_proxy, origins) -> None:
     proxy = start_proxy(ALLOW_INTERNAL, "--peek-timeout", "0.3")
+    before = origins.hits.count((h.ORIGIN_C, 80))
     with h.client_socket(h.ORIGIN_C, 80) as sock:  # excluded by CIDR
-        time.sleep(0.6)
+        # Silent until the peek ended and the proxy connected to the origin on the IP alone
+        # (the origin counts the connection): only then does the client speak.
+        h.wait_for(
+            lambda: origins.hits.count((h.ORIGIN_C, 80)) > before,
+            what="the proxy's connection to the origin after the peek timeout",
+        )
         sock.sendall(b"GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n")
         assert h.origin_of(h.recv_all(sock)) == f"{h.ORIGIN_C}:80"
     record = proxy.wait_record(lambda r: r.get("dst") == f"{h.ORIGIN_C}:80")
@@ -229,9 +235,7 @@ def test_dual_stack_listener_takes_ipv4_clients(start_proxy) -> None:
 def test_text_log_format_has_one_line_per_connection(start_proxy) -> None:
     proxy = start_proxy(ALLOW_INTERNAL, "--log-format", "text")
     h.http_get(h.ORIGIN_A, 80, "allowed.example")
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and " conn " not in proxy.log_text():
-        time.sleep(0.05)
+    h.wait_for(lambda: " conn " in proxy.log_text(), what="the connection's log line")
     lines = [line for line in proxy.log_text().splitlines() if " conn " in line]
     assert len(lines) == 1
     assert "hostname=allowed.example" in lines[0] and "decision=DIRECT" in lines[0]

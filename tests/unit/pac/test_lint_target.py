@@ -119,18 +119,18 @@ def test_proxy_url() -> None:
 def test_lint_backslash_run_in_an_unterminated_string_is_linear() -> None:
     # `(?:\\.|.)*` split each backslash two ways: 36 backslashes took 5 s, 50 about an hour
     src = 'function FindProxyForURL(url, host) {\n  shExpMatch(url, "' + "\\" * 5000 + "x\n}"
-    started = time.monotonic()
+    started = time.process_time()  # CPU time: the work done, not the wait for a core
     assert lint(src) == []
-    assert time.monotonic() - started < 1
+    assert time.process_time() - started < 1
 
 
 def test_lint_with_many_findings_is_linear() -> None:
     # the line of each finding was found by counting newlines from the start (quadratic)
     src = "function FindProxyForURL(url, host) {\n" + "x = new Date();\n" * 50_000
-    started = time.monotonic()
+    started = time.process_time()  # CPU time: the work done, not the wait for a core
     found = lint(src)
     assert len(found) == 50_000 and found[-1].line == 50_001
-    assert time.monotonic() - started < 5
+    assert time.process_time() - started < 5
 
 
 def test_lint_escaped_quote_does_not_end_a_string() -> None:

@@ -97,6 +97,6 @@ def test_lint_never_raises_and_points_at_real_lines(src: str) -> None:
 def test_lint_is_linear_on_runs_of_backslashes(call: str) -> None:
     # an unterminated string of backslashes backtracked exponentially (36 took 5 s)
     src = "function FindProxyForURL(url, host) {\n  " + call + "\\" * 20_000 + "x\n}"
-    started = time.monotonic()
+    started = time.process_time()  # CPU time: the work done, not the wait for a core
     assert lint(src) == []
-    assert time.monotonic() - started < 1.0
+    assert time.process_time() - started < 1.0

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from pac.loader import PacSourceError, check_size, decode_pac, fetch_pac, read_pac
 
+STOPPING = web.AppKey("stopping", asyncio.Event)
 PAC = 'function FindProxyForURL(u, h) { return "DIRECT"; } // café'
 
 
@@ -86,13 +87,16 @@ def _app() -> web.Application:
         return resp
 
     async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(5)
+        # An origin that does not answer until the server stops: only a timeout ends the
+        # fetch. (Answering at the stop spares the server's 60 s shutdown wait.)
+        await request.app[STOPPING].wait()
         return web.Response(text=PAC)
 
     async def missing(request: web.Request) -> web.Response:
         return web.Response(status=404)
 
     app = web.Application()
+    app[STOPPING] = asyncio.Event()
     app.add_routes(
         [
             web.get("/ok.pac", ok),
@@ -109,6 +113,7 @@ def _app() -> web.Application:
 async def http_server() -> AsyncIterator[str]:
     runner, port = await _serve(_app())
     yield f"http://127.0.0.1:{port}"
+    runner.app[STOPPING].set()
     await runner.cleanup()
 
 

@@ -7,17 +7,12 @@ Only lower bounds on time are asserted (a loaded machine may run a timer late, n
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import time
 
 import uvloop
 
 from proxy.deadlines import Deadlines
-
-
-async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
+from tests.unit.waiting import until
 
 
 def test_deadlines_fire_once_in_order_and_never_early() -> None:
@@ -27,13 +22,15 @@ def test_deadlines_fire_once_in_order_and_never_early() -> None:
         deadlines: Deadlines[str] = Deadlines(0.2, lambda item: fired.append((item, loop.time())))
         added = {"a": loop.time()}
         deadlines.add("a")
+        # Time passing is the scenario: b's deadline comes later than a's. A late wake-up
+        # changes nothing (only lower bounds are asserted).
         await asyncio.sleep(0.05)
         added["b"] = loop.time()
         deadlines.add("b")
         deadlines.add("c")
         deadlines.discard("c")
-        await _until(lambda: len(fired) >= 2)
-        await asyncio.sleep(0.3)  # time for a wrong third firing
+        await until(lambda: len(fired) >= 2, "two deadlines fired")
+        # Nothing pending and no timer armed: no third firing can come.
         idle = deadlines._handle is None and len(deadlines) == 0
         return [(item, when - added[item]) for item, when in fired], idle
 
@@ -50,10 +47,13 @@ def test_adding_again_restarts_the_deadline() -> None:
         deadlines: Deadlines[str] = Deadlines(0.15, fired.append)
         deadlines.add("a")
         deadlines.add("b")
-        await asyncio.sleep(0.1)
+        # Time passes before "a" is added again, with the loop held (a blocking sleep):
+        # no timer can run meanwhile, so "a" is re-added before it fired, however late the
+        # machine is. The wait is the scenario, not a synchronisation.
+        time.sleep(0.1)
         readded = loop.time()
         deadlines.add("a")  # moves behind "b", with a new deadline
-        await _until(lambda: "a" in fired)
+        await until(lambda: "a" in fired, "the re-added deadline fired")
         return fired, loop.time() - readded
 
     fired, waited = uvloop.run(scenario())
@@ -62,7 +62,7 @@ def test_adding_again_restarts_the_deadline() -> None:
 
 
 def test_expiry_may_add_and_discard_and_close_stops_everything() -> None:
-    async def scenario() -> tuple[list[str], int]:
+    async def scenario() -> tuple[list[str], int, bool]:
         fired: list[str] = []
         deadlines: Deadlines[str] = Deadlines(0.05, lambda item: None)
 
@@ -75,12 +75,12 @@ def test_expiry_may_add_and_discard_and_close_stops_everything() -> None:
         deadlines.expire = expire
         deadlines.add("x")
         deadlines.add("y")
-        await _until(lambda: "z" in fired)
+        await until(lambda: "z" in fired, "the deadline added by an expiry fired")
         deadlines.add("w")
         deadlines.close()
-        await asyncio.sleep(0.2)
-        return fired, len(deadlines)
+        # Nothing pending and no timer armed: nothing can fire after the close.
+        return fired, len(deadlines), deadlines._handle is None
 
-    fired, left = uvloop.run(scenario())
+    fired, left, disarmed = uvloop.run(scenario())
     assert fired == ["x", "z"], "a deadline discarded by an expiry never fires"
-    assert left == 0
+    assert left == 0 and disarmed

@@ -238,7 +238,7 @@ _FUZZ_SEEDS = [
 
 def test_fuzzed_inputs_never_raise_and_final_answers_are_stable() -> None:
     rng = random.Random(20240611)
-    started = time.monotonic()
+    started = time.process_time()  # CPU time: the work done, not the wait for a core
     for i in range(4000):
         data = _mutate(rng, _FUZZ_SEEDS[i % len(_FUZZ_SEEDS)])
         result = sniff(data)
@@ -258,7 +258,7 @@ def test_fuzzed_inputs_never_raise_and_final_answers_are_stable() -> None:
         else:
             cut = rng.randint(0, len(data))
             assert not sniff(data[:cut]).complete, (data, cut)
-    assert time.monotonic() - started < 10
+    assert time.process_time() - started < 10
 
 
 def test_random_bytes_never_raise() -> None:
@@ -271,12 +271,12 @@ def test_random_bytes_never_raise() -> None:
 
 
 def test_large_junk_is_cheap() -> None:
-    started = time.monotonic()
+    started = time.process_time()  # CPU time: the work done, not the wait for a core
     for data in (b"\x16\x03\x01\x40\x00" + b"\x01" * 70_000, b"GET /" + b"a" * 70_000):
         assert sniff(data).complete
         for cut in range(1000, MAX_SNIFF_BYTES, 1000):
             sniff(data[:cut])
-    assert time.monotonic() - started < 3
+    assert time.process_time() - started < 3
 
 
 # ----------------------------------------------------------------- HTTP

@@ -152,13 +152,14 @@ def _ext_bodies(n: int, size: int) -> bytes:
 @given(st.integers(0, 16), st.data())
 def test_huge_extension_counts(size: int, data: st.DataObject) -> None:
     # up to 16,000 tiny extensions, the SNI last: bounded work, and the name, or "too big"
-    # room for the SNI extension (21 bytes) in the 16-bit extensions length
-    count = data.draw(st.integers(0, (0xFFFF - 32) // (4 + size)))
-    message = hello_message(hello_body(_ext_bodies(count, size) + sni_ext(b"last.example")))
+    last = sni_ext(b"last.example")
+    # As many as the 16-bit extensions length can carry with the SNI after them.
+    count = data.draw(st.integers(0, (0xFFFF - len(last)) // (4 + size)))
+    message = hello_message(hello_body(_ext_bodies(count, size) + last))
     stream = frame(message)
-    started = time.monotonic()
+    started = time.process_time()  # CPU time: the work done, not the wait for a core
     result = _ok(sniff(stream))
-    assert time.monotonic() - started < 1.0
+    assert time.process_time() - started < 1.0
     if len(stream) <= MAX_SNIFF_BYTES:
         assert result.hostname == "last.example", result
     else:  # decided from the declared length: cannot fit the bound
@@ -187,10 +188,10 @@ def test_random_bytes(first: bytes, rest: bytes, more: bytes) -> None:
 )
 def test_max_size_input_is_cheap(pattern: bytes, first: bytes) -> None:
     data = first + pattern * (MAX_SNIFF_BYTES // len(pattern) + 2)
-    started = time.monotonic()
+    started = time.process_time()  # CPU time: the work done, not the wait for a core
     result = _ok(sniff(data))
     _ok(sniff(data[: MAX_SNIFF_BYTES - 1]))
-    assert time.monotonic() - started < 1.0
+    assert time.process_time() - started < 1.0
     assert result.complete  # at the bound every answer is final
 
 

@@ -18,6 +18,7 @@ from pac.routes import DIRECT, Route
 from proxy import handshake
 from proxy.cli import can_mark
 from proxy.upstream import ConnectOptions, RouteFailed, _Handshaking, open_route
+from tests.unit.fakes import FakeTransport
 
 MARK = 0x4147
 IN_PRIVATE_NETNS = os.environ.get("AIRGAP_PRIVATE_NETNS") == "1" and os.geteuid() == 0
@@ -152,7 +153,8 @@ def test_proxy_route_connects_and_keeps_bytes_past_the_reply(mark: int | None) -
         route = Route("PROXY", "127.0.0.1", port)
         opts = ConnectOptions(timeout=5, mark=mark)
         transport, pending = await open_route(route, "app.example", 443, opts)
-        await asyncio.sleep(0.1)  # the tunnel's first bytes may come after the reply
+        # Final when open_route returns: the reply and the bytes after it came in one read,
+        # and reading paused there (more would wait in the kernel for the relay).
         sock = transport.get_extra_info("socket")
         got_mark = sock.getsockopt(socket.SOL_SOCKET, socket.SO_MARK)
         transport.close()
@@ -170,19 +172,12 @@ def test_reply_arriving_after_the_attempt_was_cancelled_is_dropped_quietly() -> 
     the upstream's reply arrived: the reply is dropped, not raised out of the protocol
     callback (uvloop would log that as a fatal transport error)."""
 
-    class Transport:
-        paused = False
-
-        def write(self, data: bytes) -> None:
-            pass
-
-        def pause_reading(self) -> None:
-            self.paused = True
-
     async def scenario() -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         shaking = _Handshaking(handshake.http_connect("a.example", 443), done)
-        shaking.connection_made(Transport())  # type: ignore[arg-type]
+        transport = FakeTransport()
+        shaking.connection_made(transport)
+        assert transport.written.startswith(b"CONNECT a.example:443 ")
         done.cancel()
         shaking.data_received(b"HTTP/1.1 200 OK\r\n\r\ntunnel")
         shaking.connection_lost(None)

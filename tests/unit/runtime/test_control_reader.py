@@ -7,6 +7,7 @@ import json
 
 from proxy.control import _ControlReader
 from proxy.pac_source import PacSnapshot
+from tests.unit.waiting import until
 
 
 def test_finished_snapshot_swaps_are_not_kept() -> None:
@@ -22,8 +23,8 @@ def test_finished_snapshot_swaps_are_not_kept() -> None:
         line = json.dumps({"pac": PacSnapshot(None, error="down").to_json()}).encode() + b"\n"
         for _ in range(200):
             reader.data_received(line)
-            await asyncio.sleep(0)
-        await asyncio.sleep(0.01)
+        await until(lambda: len(seen) == 200, "every snapshot applied")
+        await until(lambda: not reader.tasks, "finished swaps forgotten")
         return len(reader.tasks)
 
     left = asyncio.run(scenario())

@@ -96,7 +96,7 @@ async def test_time_dependent_results_are_never_cached() -> None:
     try:
         dest = Destination("203.0.113.5", 443, "app.example", "10.0.0.1")
         first = await decider.decide(dest)
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # the clock the script reads moves on: that is the test
         second = await decider.decide(dest)
         assert first.routes != second.routes
         assert len(decider.cache) == 0

@@ -118,6 +118,8 @@ async def test_stale_grace_keeps_the_last_good_script_for_a_bounded_time(server)
         state.status = 500
         assert not await source.refresh_once()
         assert seen[-1].script == GOOD and seen[-1].stale
+        # Time passing is the behaviour under test: only a lower bound matters (a late
+        # wake-up is further past the grace, never less).
         await asyncio.sleep(0.35)
         assert not await source.refresh_once()
         assert seen[-1].script is None, "the grace ran out"

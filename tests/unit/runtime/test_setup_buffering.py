@@ -5,6 +5,7 @@ all, in order; however much the client pushes, the set-up holds a few KiB."""
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 
 import pytest
@@ -16,6 +17,7 @@ from proxy.connection import Intercepted, ProxyContext
 from proxy.resolver import NameResolver
 from proxy.upstream import ConnectOptions
 from rules.model import Decision, Destination
+from tests.unit.waiting import loop_has_polled, until
 
 FIRST = b"a" * 1000
 LATER = bytes(range(256)) * 4000  # 1 MB the client pushes while the decision is pending
@@ -60,9 +62,10 @@ async def _scenario(monkeypatch: pytest.MonkeyPatch) -> tuple[bytes, int, bool]:
     client.setblocking(False)
     try:
         await loop.sock_sendall(client, FIRST)
-        async with asyncio.timeout(5):  # accepted, and the first bytes read
-            while not ctx.active or len(next(iter(ctx.active)).sniffer) < len(FIRST):
-                await asyncio.sleep(0.01)
+        await until(
+            lambda: ctx.active and len(next(iter(ctx.active)).sniffer) >= len(FIRST),
+            "the connection accepted and its first bytes read",
+        )
         # Fill what the kernel buffers for us while the decision hangs; the proxy must not
         # take it all into its own memory.
         pushed = 0
@@ -71,7 +74,8 @@ async def _scenario(monkeypatch: pytest.MonkeyPatch) -> tuple[bytes, int, bool]:
                 pushed += client.send(LATER[pushed : pushed + 65536])
             except BlockingIOError:
                 break
-        await asyncio.sleep(0.1)
+        # The proxy had the chance to read what was pushed (and must not have).
+        await loop_has_polled()
         (conn,) = ctx.active
         held = len(conn.sniffer)
         paused = not conn.transport.is_reading()  # type: ignore[attr-defined]
@@ -142,26 +146,34 @@ async def _held_back_then_relayed_to_a_peer_that_does_not_read(
     pushed = most = held = 0
     try:
 
-        async def push(seconds: float, conn: Intercepted | None) -> None:
+        def held_back() -> bool:
+            """The proxy stopped reading from the client: for good while the decision is
+            pending, and behind an origin that never reads once relaying."""
+            return bool(ctx.active) and not next(iter(ctx.active)).transport.is_reading()  # type: ignore[attr-defined]
+
+        def writable() -> bool:
+            return bool(select.select([], [client], [], 0)[1])
+
+        async def push(conn: Intercepted | None) -> None:
+            """Push until the client is held back for good (or 64 MiB went in)."""
             nonlocal pushed, most
-            end = loop.time() + seconds
-            while loop.time() < end and pushed < 64 << 20:
+            while pushed < 64 << 20:
                 try:
                     pushed += client.send(chunk)
                 except BlockingIOError:
-                    await asyncio.sleep(0.005)
+                    if held_back():
+                        break
+                    await until(lambda: writable() or held_back(), "room, or the client paused")
                 if conn is not None and conn.halves is not None:
                     size = conn.halves[1].transport.get_write_buffer_size()
                     most = max(most, size)
 
-        await push(0.5, None)  # the peek ends at once (a big first read), then it waits
+        await push(None)  # the peek ends at once (a big first read), then it waits
         (conn,) = ctx.active
         held = len(conn.sniffer)
         release.set()
-        async with asyncio.timeout(5):
-            while conn.halves is None:
-                await asyncio.sleep(0.01)
-        await push(2.0, conn)
+        await until(lambda: conn.halves is not None, "the relay to start")
+        await push(conn)
     finally:
         client.close()
         proxy.close()

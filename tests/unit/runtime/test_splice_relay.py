@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import select
 import socket
 import threading
 import time
@@ -24,6 +25,7 @@ import uvloop
 
 from proxy import splice_relay
 from proxy.splice_relay import SpliceHalf
+from tests.unit.waiting import wait_until
 
 
 def open_fds() -> int:
@@ -109,10 +111,10 @@ class Rig:
             sock.settimeout(10)
         return Link(client, origin, owner, halves)
 
-    def settle(self) -> None:
-        """Let uvloop finish closing handed-over handles (uv_close completes a turn later)."""
-        for _ in range(3):
-            self.run(asyncio.sleep(0.01))
+    def descriptors_back_to(self, before: int) -> None:
+        """Every descriptor closed: uvloop closes handed-over handles a loop turn or two
+        later (uv_close completes asynchronously), so wait for the count, bounded."""
+        wait_until(lambda: open_fds() == before, f"{open_fds()} open descriptors to be {before}")
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -132,6 +134,10 @@ def rig() -> Iterator[Rig]:
     warm.close()
     yield r
     r.close()
+
+
+def _writable(sock: socket.socket) -> bool:
+    return bool(select.select([], [sock], [], 0)[1])
 
 
 def recv_exactly(sock: socket.socket, n: int) -> bytes:
@@ -181,8 +187,7 @@ def test_bytes_arrive_intact_both_ways_after_the_pre_read_heads(rig: Rig) -> Non
     assert link.owner.done.wait(5)
     assert [exc for _half, exc in link.owner.lost] == [None, None]
     link.close()
-    rig.settle()
-    assert open_fds() == before
+    rig.descriptors_back_to(before)
 
 
 @pytest.mark.parametrize("first", ["client", "origin"])
@@ -246,20 +251,28 @@ def test_eof_before_the_hand_over_follows_the_head(rig: Rig) -> None:
 def test_a_reader_that_does_not_read_stops_the_writer_without_spinning(rig: Rig) -> None:
     link = rig.splice(rcvbuf=64 * 1024)
     link.origin.setblocking(False)
+    down = link.halves[1]
     chunk = b"y" * 65536
     sent = 0
-    stalled_since = time.monotonic()
-    while time.monotonic() - stalled_since < 1.0 and sent < 256 << 20:
+    while sent < 256 << 20:
         try:
             sent += link.origin.send(chunk)
-            stalled_since = time.monotonic()
         except BlockingIOError:
-            time.sleep(0.02)
+            # The origin is stopped for good once the relay parked this direction on the
+            # client's writability (the client never reads, so it stays parked). Else
+            # wait, bounded, for the socket to take more or for the relay to park.
+            if down.state == splice_relay._WRITE:
+                break
+            wait_until(
+                lambda: _writable(link.origin) or down.state == splice_relay._WRITE,
+                "the origin socket writable again, or the relay parked",
+            )
     assert sent < 64 << 20, "the origin was stopped: the relay stopped reading from it"
-    down = link.halves[1]
     assert down.pending <= splice_relay.PIPE_SIZE, "at most one pipe of bytes in the proxy"
     assert down.state == splice_relay._WRITE, "parked on the client's writability"
     cpu_before = time.process_time()
+    # The sleep is the measurement window, not a wait: the relay must spend no CPU in it.
+    # (CPU time, not wall time: a loaded machine does not make it larger.)
     time.sleep(1.0)
     assert time.process_time() - cpu_before < 0.2, "no busy loop while the client is stuck"
     link.origin.setblocking(True)
@@ -285,8 +298,7 @@ def test_a_reset_closes_both_sides_and_every_descriptor(rig: Rig, side: str) -> 
     with contextlib.suppress(ConnectionResetError):
         assert survivor.recv(100) == b""
     survivor.close()
-    rig.settle()
-    assert open_fds() == before
+    rig.descriptors_back_to(before)
 
 
 def test_abort_cuts_the_connection_as_the_idle_sweep_and_drain_do(rig: Rig) -> None:
@@ -302,8 +314,7 @@ def test_abort_cuts_the_connection_as_the_idle_sweep_and_drain_do(rig: Rig) -> N
     assert link.halves[1].peer.transport.is_closing()
     assert link.client.recv(10) == b"" and link.origin.recv(10) == b""
     link.close()
-    rig.settle()
-    assert open_fds() == before
+    rig.descriptors_back_to(before)
 
 
 def test_many_connections_leave_no_descriptor_behind(rig: Rig) -> None:
@@ -320,8 +331,7 @@ def test_many_connections_leave_no_descriptor_behind(rig: Rig) -> None:
             link.origin.shutdown(socket.SHUT_WR)
         assert link.owner.done.wait(5)
         link.close()
-    rig.settle()
-    assert open_fds() == before
+    rig.descriptors_back_to(before)
 
 
 def test_connections_that_cannot_be_spliced_are_left_to_the_default_relay(rig: Rig) -> None:
@@ -340,8 +350,7 @@ def test_connections_that_cannot_be_spliced_are_left_to_the_default_relay(rig: R
 
     assert rig.run(closing_upstream()) is None
     listener.close()
-    rig.settle()
-    assert open_fds() == before
+    rig.descriptors_back_to(before)
 
 
 @pytest.mark.parametrize("failing_pipe", [1, 2])
@@ -373,8 +382,7 @@ def test_take_over_without_descriptors_falls_back(rig: Rig, monkeypatch, failing
 
     assert rig.run(attempt()) is None
     listener.close()
-    rig.settle()
-    assert open_fds() == before
+    rig.descriptors_back_to(before)
 
 
 def test_checksum_of_a_large_transfer_through_a_small_pipe(rig: Rig, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -414,5 +422,4 @@ def test_an_unexpected_error_cuts_the_connection_and_frees_everything(
     assert all(isinstance(exc, RuntimeError) for _half, exc in link.owner.lost)
     assert link.origin.recv(10) == b""
     link.close()
-    rig.settle()
-    assert open_fds() == before
+    rig.descriptors_back_to(before)

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from proxy import supervisor as workers
+from tests.unit.waiting import until
 
 #: A stand-in worker: reads its control pipe until the supervisor closes it, then exits 0.
 FAKE_WORKER = (
@@ -39,10 +40,8 @@ async def test_a_worker_that_cannot_be_started_is_tried_again(
 
     monkeypatch.setattr(workers.asyncio, "create_subprocess_exec", fork_fails_once)
     supervisor = asyncio.ensure_future(workers.supervise(1, ["run"], None, drain_timeout=1))
-    for _ in range(200):  # the retry comes after RESTART_PAUSE (1 s)
-        if started or supervisor.done():
-            break
-        await asyncio.sleep(0.05)
+    # The retry comes after RESTART_PAUSE (1 s).
+    await until(lambda: started or supervisor.done(), "a second start, or the supervisor's end")
     assert not supervisor.done(), supervisor  # it did not die of the failed start
     assert calls == 2 and len(started) == 1
     os.kill(os.getpid(), signal.SIGTERM)  # the supervisor's handler: stop

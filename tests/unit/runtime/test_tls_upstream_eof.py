@@ -19,6 +19,7 @@ from proxy.connection import Intercepted, ProxyContext
 from proxy.resolver import NameResolver
 from proxy.upstream import ConnectOptions
 from rules.model import Decision, Destination
+from tests.unit.waiting import until
 
 
 @pytest.fixture(scope="module")
@@ -42,20 +43,21 @@ async def _tunnel_that_the_upstream_ends(cert: Path, key: Path) -> bytes:
     server_ctx.load_cert_chain(cert, key)
 
     class TlsConnectProxy(asyncio.Protocol):
-        """Answers CONNECT, sends a greeting through the tunnel, then ends it."""
+        """Answers CONNECT, sends a greeting through the tunnel, then ends it once the
+        client's reply to the greeting came back through the tunnel (so the relay runs)."""
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             self.transport: asyncio.Transport = transport  # type: ignore[assignment]
-            self.head = b""
+            self.head: bytes | None = b""
 
         def data_received(self, data: bytes) -> None:
-            if self.head is None:
+            if self.head is None:  # tunnel bytes: the client answered the greeting
+                self.transport.close()  # close_notify, then FIN
                 return
             self.head += data
             if b"\r\n\r\n" in self.head:
-                self.head = None  # type: ignore[assignment]
+                self.head = None
                 self.transport.write(b"HTTP/1.1 200 Connection established\r\n\r\nhello")
-                loop.call_later(0.2, self.transport.close)  # close_notify, then FIN
 
     upstream = await loop.create_server(TlsConnectProxy, "127.0.0.1", 0, ssl=server_ctx)
     up_port = upstream.sockets[0].getsockname()[1]
@@ -73,10 +75,10 @@ async def _tunnel_that_the_upstream_ends(cert: Path, key: Path) -> bytes:
     proxy = await loop.create_server(lambda: Intercepted(ctx), "127.0.0.1", 0)
     reader, writer = await asyncio.open_connection(*proxy.sockets[0].getsockname()[:2])
     try:
-        answer = await asyncio.wait_for(reader.read(), 10)
-        async with asyncio.timeout(10):
-            while ctx.active:
-                await asyncio.sleep(0.01)
+        greeting = await asyncio.wait_for(reader.readexactly(5), 10)
+        writer.write(b"!")  # the upstream ends the tunnel when this reaches it
+        answer = greeting + await asyncio.wait_for(reader.read(), 10)
+        await until(lambda: not ctx.active, "the connection's end")
     finally:
         writer.close()
         proxy.close()

@@ -16,12 +16,14 @@ from proxy.connection import Intercepted, ProxyContext
 from proxy.resolver import NameResolver
 from proxy.upstream import ConnectOptions
 from rules.model import Decision, Destination
+from tests.unit.waiting import until
 
 PAYLOAD = bytes(range(256)) * 400
 
 
-def _receive_only_origin() -> tuple[socket.socket, list[int]]:
-    """Accepts one connection, half-closes it at once, counts what it reads until EOF."""
+def _receive_only_origin(watched: threading.Event) -> tuple[socket.socket, list[int]]:
+    """Accepts one connection, half-closes it as soon as the proxy's side of it is watched
+    for the EOF (`watched`), counts what it reads until EOF."""
     listener = socket.create_server(("127.0.0.1", 0))
     counts: list[int] = []
 
@@ -29,7 +31,8 @@ def _receive_only_origin() -> tuple[socket.socket, list[int]]:
         conn, _ = listener.accept()
         with conn:
             conn.settimeout(10)
-            conn.shutdown(socket.SHUT_WR)
+            if watched.wait(10):
+                conn.shutdown(socket.SHUT_WR)
             total = 0
             while data := conn.recv(65536):
                 total += len(data)
@@ -41,17 +44,35 @@ def _receive_only_origin() -> tuple[socket.socket, list[int]]:
 
 async def _scenario(monkeypatch: pytest.MonkeyPatch, splice: bool) -> tuple[int, bytes]:
     loop = asyncio.get_running_loop()
-    listener, counts = _receive_only_origin()
+    watched = threading.Event()
+    listener, counts = _receive_only_origin(watched)
     origin_port = listener.getsockname()[1]
     monkeypatch.setattr(connection, "original_destination", lambda s: ("127.0.0.1", origin_port))
     real_open_direct = connection.open_direct
 
-    async def open_direct_then_linger(*args: object) -> object:
-        opened = await real_open_direct(*args)  # type: ignore[arg-type]
-        await asyncio.sleep(0.3)  # the origin's EOF arrives before the hand-over (a race)
-        return opened
+    class SeesEof(asyncio.Protocol):
+        """Wraps the upstream's holding protocol to tell when the origin's EOF came."""
 
-    monkeypatch.setattr(connection, "open_direct", open_direct_then_linger)
+        def __init__(self, held: asyncio.BaseProtocol, eof: asyncio.Event) -> None:
+            self.held, self.eof = held, eof
+
+        def data_received(self, data: bytes) -> None:
+            self.held.data_received(data)  # type: ignore[attr-defined]
+
+        def eof_received(self) -> bool | None:
+            self.eof.set()
+            return self.held.eof_received()  # type: ignore[attr-defined, no-any-return]
+
+    async def open_direct_then_wait_for_eof(*args: object) -> object:
+        transport, pending = await real_open_direct(*args)  # type: ignore[arg-type]
+        eof = asyncio.Event()
+        transport.set_protocol(SeesEof(transport.get_protocol(), eof))
+        watched.set()
+        # The race under test: the origin's EOF reaches the proxy before the hand-over.
+        await asyncio.wait_for(eof.wait(), 10)
+        return transport, pending
+
+    monkeypatch.setattr(connection, "open_direct", open_direct_then_wait_for_eof)
 
     def decide(dest: Destination) -> Decision:
         return Decision("DIRECT", (DIRECT,), "test", dest.url, dest.host)
@@ -70,9 +91,7 @@ async def _scenario(monkeypatch: pytest.MonkeyPatch, splice: bool) -> tuple[int,
         await writer.drain()
         writer.write_eof()
         answer = await asyncio.wait_for(reader.read(), 10)  # the origin's EOF, passed on
-        async with asyncio.timeout(10):
-            while not counts:
-                await asyncio.sleep(0.01)
+        await until(lambda: counts, "the origin to count what it received")
     finally:
         writer.close()
         proxy.close()
