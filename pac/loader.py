@@ -14,11 +14,13 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 if TYPE_CHECKING:  # asyncio, ssl and aiohttp are imported only for an http(s) source
     import ssl
+
+    import aiohttp
 
 #: The largest script accepted, downloaded or read (`--pac-max-bytes`): the loader refuses
 #: more before decoding it, and the sandbox before an engine sees it.
@@ -160,7 +162,7 @@ class Fetched:
 
 
 async def fetch_pac_with(
-    session: Any,
+    session: aiohttp.ClientSession,
     url: str,
     max_bytes: int = DEFAULT_MAX_BYTES,
     timeout: float = DEFAULT_FETCH_TIMEOUT,

@@ -25,11 +25,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from pac.loader import Fetched, PacSourceError, check_size, decode_pac, fetch_pac_with
 from proxy.config import DEFAULTS
+
+if TYPE_CHECKING:  # aiohttp is imported when a PAC URL is first fetched
+    import aiohttp
 
 log = logging.getLogger("airgap.pac")
 
@@ -123,7 +126,7 @@ class PacSource:
         self._good_etag: str | None = None
         self._good_last_modified: str | None = None
         self._failing_since: float | None = None
-        self._session: object | None = None
+        self._session: aiohttp.ClientSession | None = None
         self.label = "embeddedPac" if inline is not None else str(source)
 
     # ----------------------------------------------------------------- the loop
@@ -152,7 +155,7 @@ class PacSource:
         session = self._session
         self._session = None
         if session is not None:
-            await session.close()  # type: ignore[attr-defined]
+            await session.close()
 
     def _until_grace_ends(self, delay: float) -> float:
         """Wake up when the stale grace runs out, so the old script stops at once."""
@@ -255,7 +258,7 @@ class PacSource:
         check_size(len(data), self.settings.max_bytes, str(path))
         return decode_pac(data)
 
-    def _client(self) -> object:
+    def _client(self) -> aiohttp.ClientSession:
         import aiohttp
 
         if self._session is None:
