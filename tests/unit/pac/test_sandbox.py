@@ -17,6 +17,7 @@ from pac.engine import ENGINES, PacLoadError
 from pac.env import PacEnv
 from pac.result import ProtocolError, decode_envelope
 from pac.sandbox import AsyncPacSandbox, Limits, PacSandbox
+from tests.unit.waiting import until
 
 BOUND = 0.5
 LIMITS = Limits(time=BOUND, memory=96 << 20)
@@ -475,7 +476,10 @@ async def test_an_owner_with_endless_evaluations_leaves_the_other_engine_free() 
             asyncio.ensure_future(sb.evaluate(f"http://spin{i}:80", f"spin{i}", owner="a"))
             for i in range(6)
         ]
-        await asyncio.sleep(0.1)
+        await until(
+            lambda: sb.pool.held("a") == 1 and sb.pool.waiting("a") == 5,
+            "a holding its one engine, the rest of its evaluations waiting",
+        )
         started = time.monotonic()
         result = await sb.evaluate("http://fresh:80", "fresh", owner="b")
         assert result.result == "DIRECT"
@@ -492,7 +496,7 @@ async def test_a_cancelled_evaluation_keeps_its_owners_share_until_the_engine_is
     async with AsyncPacSandbox(SPIN_FOR_SPIN, "pacparser", LIMITS, workers=2, share=1) as sb:
         await asyncio.gather(*(sb.evaluate("http://w:80", "w", owner="b") for _ in range(2)))
         gone = asyncio.ensure_future(sb.evaluate("http://spin:80", "spin", owner="a"))
-        await asyncio.sleep(0.1)
+        await until(lambda: sb.pool.held("a") == 1, "a's evaluation holding an engine")
         gone.cancel()
         with pytest.raises(asyncio.CancelledError):
             await gone
@@ -516,12 +520,14 @@ async def test_a_request_cancelled_while_queued_is_never_evaluated() -> None:
     )
     async with AsyncPacSandbox(src, "pacparser", LIMITS, workers=1) as sb:
         busy = asyncio.ensure_future(sb.evaluate("http://slow:80", "slow", owner="a"))
-        await asyncio.sleep(0.05)
+        await until(lambda: sb.pool.held("a") == 1, "the slow evaluation holding the engine")
         queued = [
             asyncio.ensure_future(sb.evaluate(f"http://q{i}:80", f"q{i}", owner=f"c{i}"))
             for i in range(3)
         ]
-        await asyncio.sleep(0.05)
+        await until(
+            lambda: all(sb.pool.waiting(f"c{i}") == 1 for i in range(3)), "the three queued"
+        )
         for task in queued:
             task.cancel()
         await asyncio.gather(*queued, return_exceptions=True)

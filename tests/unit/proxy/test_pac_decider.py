@@ -13,6 +13,7 @@ from proxy.pac_decider import PacDecider
 from proxy.pac_source import PacSnapshot, sha256_text
 from proxy.resolver import NameResolver
 from rules.model import Destination
+from tests.unit.waiting import until
 
 
 class TableResolver(NameResolver):
@@ -194,7 +195,7 @@ async def test_one_clients_endless_names_do_not_delay_another_clients_fresh_name
             )
             for i in range(12)
         ]
-        await asyncio.sleep(0.1)
+        await until(lambda: decider._waiting == 12, "the hostile evaluations under way")
         started = time.monotonic()
         fresh = await decider.decide(Destination("203.0.113.5", 443, "fresh.example", "10.0.0.2"))
         assert fresh.action == "DIRECT"
@@ -217,8 +218,8 @@ async def test_one_client_past_its_queue_is_rejected_alone() -> None:
             )
             for i in range(3)
         ]
-        await asyncio.sleep(0.05)
-        assert hostile[2].done(), "the third is refused at once"
+        await until(lambda: hostile[2].done(), "the third answered")
+        assert decider._waiting == 2, "the third is refused, not queued"
         third = hostile[2].result()
         assert third.action == "REJECT" and "PAC overloaded" in third.reason
         assert "10.0.0.66" in third.reason
@@ -304,15 +305,14 @@ async def test_a_decision_cancelled_while_queued_never_runs_and_frees_its_place(
         busy = asyncio.ensure_future(
             decider.decide(Destination("203.0.113.5", 80, "slow.example", "10.0.0.1"))
         )
-        await asyncio.sleep(0.05)
+        await until(lambda: decider._waiting == 1, "the slow evaluation under way")
         gone = [
             asyncio.ensure_future(
                 decider.decide(Destination("203.0.113.5", 80, f"g{i}.example", "10.0.0.9"))
             )
             for i in range(3)
         ]
-        await asyncio.sleep(0.05)
-        assert decider._waiting == 4
+        await until(lambda: decider._waiting == 4, "the three queued behind it")
         for task in gone:
             task.cancel()
         await asyncio.gather(*gone, return_exceptions=True)
