@@ -15,10 +15,11 @@ cd "$(dirname "$0")"
 VENV=.venv
 # What running needs, and what only the tests and the benchmarks need.
 APT_RUN=(python3 python3-venv iptables nftables iproute2 util-linux)
-APT_TEST=(tinyproxy microsocks stunnel4 openssl shellcheck wrk procps nginx-light)
+APT_TEST=(tinyproxy microsocks stunnel4 openssl shellcheck wrk procps nginx-light squid haproxy
+  dnsmasq-base bind9-dnsutils curl wget)
 # Units the test packages ship: they must never run as system services here (the tests and
 # the benchmarks start their own, in namespaces of their own).
-UNITS=(tinyproxy.service nginx.service microsocks.service)
+UNITS=(tinyproxy.service nginx.service microsocks.service squid.service haproxy.service)
 
 POLICY=/usr/sbin/policy-rc.d
 POLICY_SAVED=""
