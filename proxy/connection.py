@@ -16,13 +16,13 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Awaitable, Callable, Container
+from collections.abc import Container
 from dataclasses import dataclass, field
 
 from pac.addr import socket_ip as canonical_ip
 from proxy import reject_wire
 from proxy.audit import ConnectionRecord, emit
-from proxy.config import DEFAULTS
+from proxy.config import DEFAULTS, RunConfig
 from proxy.deadlines import Deadlines
 from proxy.origdst import original_destination
 from proxy.relay import Half, pair
@@ -32,12 +32,10 @@ from proxy.sniff import MAX_SNIFF_BYTES, Sniffer, SniffResult
 from proxy.splice_relay import SpliceHalf, take_over
 from proxy.upstream import ConnectOptions, RouteFailed, open_direct, open_route
 from rules import routing
-from rules.model import Decision, Destination
+from rules.model import Decider, Decision, Destination
 from rules.names import canonical_hostname
 
 log = logging.getLogger("airgap.proxy")
-
-Decider = Callable[[Destination], Decision | Awaitable[Decision]]
 
 SNIFF_PORTS = (80, 443)
 #: Most one read takes while the connection peeks: a hello or head usually fits in one.
@@ -47,6 +45,9 @@ HOLD_READ = 4 * 1024
 #: How long a rejected client may keep sending before it is cut, and how much we discard.
 REJECT_LINGER = 2.0
 REJECT_DISCARD_LIMIT = 1 << 20
+
+#: The cap of a context built without `run` (which resolves it from the descriptor limit).
+UNRESOLVED_MAX_CONNECTIONS = 10_000
 
 _SETUP, _PEEKING, _CONNECTING, _RELAY, _REJECTING, _DONE = range(6)
 
@@ -74,18 +75,17 @@ _LINGER_RESET = struct.pack("ii", 1, 0)
 class ProxyContext:
     """What every connection of one worker shares."""
 
-    decide: Decider
+    decider: Decider
     transparent_ports: Container[int]
     connect: ConnectOptions
     resolver: NameResolver
+    #: The operator's choices (timeouts, the cap, log format, `--splice`): read, never changed.
+    config: RunConfig = DEFAULTS
     bad_proxies: BadProxies = field(default_factory=BadProxies)
-    peek_timeout: float = DEFAULTS.peek_timeout
-    idle_timeout: float = DEFAULTS.idle_timeout
-    #: The cap the worker enforces: `run` passes the one it resolved from the descriptor
-    #: limit (`RunConfig.max_connections` 0 means "from the limit", which only the CLI knows).
-    max_connections: int = 10_000
-    json_logs: bool = DEFAULTS.json_logs
-    splice: bool = DEFAULTS.splice  # `--splice`: relay with os.splice where the connection allows
+    #: The cap in force: the config's, which `run` resolved from the descriptor limit
+    #: (`RunConfig.max_connections` 0 means "from the limit", which only the CLI knows;
+    #: a context built elsewhere, by a test or an embedding, gets a fixed cap).
+    max_connections: int = field(init=False)
     active: set[Intercepted] = field(default_factory=set)
     #: Connections still waiting for their hello/head, by peek deadline.
     peeking: Deadlines[Intercepted] = field(init=False)
@@ -99,7 +99,8 @@ class ProxyContext:
     hold_view: memoryview = field(init=False)
 
     def __post_init__(self) -> None:
-        self.peeking = Deadlines(self.peek_timeout, Intercepted.peek_timed_out)
+        self.max_connections = self.config.max_connections or UNRESOLVED_MAX_CONNECTIONS
+        self.peeking = Deadlines(self.config.peek_timeout, Intercepted.peek_timed_out)
         self.scratch = memoryview(bytearray(MAX_SNIFF_BYTES))
         self.peek_view = self.scratch[:PEEK_READ]
         self.hold_view = self.scratch[:HOLD_READ]
@@ -111,8 +112,9 @@ class ProxyContext:
     def sweep_idle(self) -> None:
         """Close relays that moved no byte for `idle_timeout` (a sweep, not a timer per read)."""
         now = time.monotonic()
+        idle_timeout = self.config.idle_timeout
         for conn in list(self.active):
-            conn.check_idle(now, self.idle_timeout)
+            conn.check_idle(now, idle_timeout)
 
 
 class Intercepted(asyncio.BufferedProtocol):
@@ -273,18 +275,19 @@ class Intercepted(asyncio.BufferedProtocol):
         dest = self.dest
         ctx = self.ctx
         try:
-            decision = ctx.decide(dest)
+            decision = ctx.decider.decide_now(dest)
         except Exception as exc:  # fail closed on any policy failure
             decision = _policy_failed(dest, exc)
         loop = ctx.loop or asyncio.get_running_loop()
         self.task = loop.create_task(self._establish(decision))
 
-    async def _establish(self, decision: Decision | Awaitable[Decision]) -> None:
-        """Connect a route; any unexpected failure cuts the client (never a hang)."""
+    async def _establish(self, decision: Decision | None) -> None:
+        """Connect a route (after the evaluation `decide_now` could not spare); any
+        unexpected failure cuts the client (never a hang)."""
         try:
-            if not isinstance(decision, Decision):
+            if decision is None:
                 try:
-                    decision = await decision
+                    decision = await self.ctx.decider.decide(self.dest)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # fail closed on any policy failure
@@ -372,7 +375,7 @@ class Intercepted(asyncio.BufferedProtocol):
         self.state = _RELAY
         client = self.transport
         held, self.sniffer = self.sniffer.take(), _RELEASED
-        if self.ctx.splice:
+        if self.ctx.config.splice:
             # None: this one cannot be spliced (TLS upstream, no descriptors left): default relay.
             spliced = take_over(client, upstream, held, bytes(leftover), self)
             if spliced is not None:
@@ -483,7 +486,7 @@ class Intercepted(asyncio.BufferedProtocol):
             for half in halves:
                 if isinstance(half, Half):  # spliced ones are few: left to the collector
                     half.peer = half.owner = None  # type: ignore[assignment]
-        emit(self.record, self.ctx.json_logs)
+        emit(self.record, self.ctx.config.json_logs)
 
 
 def _policy_failed(dest: Destination, exc: Exception) -> Decision:

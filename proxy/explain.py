@@ -6,7 +6,6 @@ the route selection of `rules.routing` on the answer. The pure parts are in `rul
 from __future__ import annotations
 
 import asyncio
-import inspect
 
 from proxy.launch import PacOptions, make_source
 from proxy.pac_decider import PacDecider
@@ -50,9 +49,7 @@ async def run_explain(
     resolver: NameResolver = TableResolver(table) if table is not None else NameResolver()
     notes: list[str] = []
     if pac is None:
-        decision = policy.decide(dest)
-        if inspect.isawaitable(decision):
-            decision = await decision
+        decision = await policy.decide(dest)
     else:
         decision, script = await _decide_with_pac(cfg, policy, pac, dest, resolver)
         if client is None and script is not None and "myIpAddress" in script:
@@ -95,9 +92,7 @@ async def _decide_with_pac(
         else:
             await source.refresh_once()
             await source.close()
-        decision = policy.with_pac_decider(decider.decide).decide(dest)
-        if inspect.isawaitable(decision):
-            decision = await decision
+        decision = await policy.with_pac_decider(decider).decide(dest)
         return decision, decider.snapshot.script
     finally:
         await decider.aclose()

@@ -112,14 +112,14 @@ async def run_worker(
     decider: PacDecider | None = None
     if policy.uses_pac:
         decider = PacDecider(resolver, pac.limits, pac.engine, pac.evaluators, pac.max_queue)
-        policy = policy.with_pac_decider(decider.decide)
+        policy = policy.with_pac_decider(decider)
         if control_fd is None:
             background.append(_guarded(make_source(cfg, pac, decider.set_snapshot)))
     if control_fd is not None:
         on_snapshot = decider.set_snapshot if decider is not None else None
         background.append(control_reader(control_fd, on_snapshot))
     try:
-        return await serve(settings, policy.decide, policy.transparent_ports, resolver, background)
+        return await serve(settings, policy, policy.transparent_ports, resolver, background)
     finally:
         if decider is not None:
             await decider.aclose()

@@ -180,8 +180,15 @@ def _same_dns(
     return True
 
 
+def _own_answer(dest: Destination) -> tuple[str, ...] | None:
+    """The container's own answer for the sniffed name: the IPv4 address it dialled (what
+    `dnsResolve(host)` answers first, without a lookup)."""
+    return (dest.ip,) if dest.hostname and dest.ip and ":" not in dest.ip else None
+
+
 class PacDecider:
-    """`decide(dest)` for PAC-decided connections of one worker process."""
+    """The `rules.model.Decider` of PAC-decided connections in one worker process:
+    `decide_now` answers from the cache, `decide` evaluates in the sandbox."""
 
     def __init__(
         self,
@@ -252,18 +259,26 @@ class PacDecider:
     def _reject(self, dest: Destination, reason: str) -> Decision:
         return Decision("REJECT", (), reason, dest.url, dest.host, bool(dest.hostname))
 
-    async def decide(self, dest: Destination) -> Decision:
-        sandbox = self._sandbox
+    def decide_now(self, dest: Destination) -> Decision | None:
+        """What is known without evaluating: no script in force (fail closed), a cached
+        answer, or a recent evaluation that exhausted its bounds; None: await `decide`."""
         snap = self.snapshot
-        if sandbox is None or snap.script is None:
+        if self._sandbox is None or snap.script is None:
             return self._reject(dest, f"{UNAVAILABLE}: {snap.error or 'no script'}")
-        own_answer = (dest.ip,) if dest.hostname and dest.ip and ":" not in dest.ip else None
-        cached = self.cache.get(dest, own_answer, self.resolver.peek)
+        cached = self.cache.get(dest, _own_answer(dest), self.resolver.peek)
         if cached is not None:
             return cached
-        failed = self.failures.get(dest, time.monotonic())
-        if failed is not None:
-            return failed
+        return self.failures.get(dest, time.monotonic())
+
+    async def decide(self, dest: Destination) -> Decision:
+        known = self.decide_now(dest)
+        if known is not None:
+            return known
+        sandbox = self._sandbox
+        snap = self.snapshot
+        if sandbox is None:  # decide_now answers this itself; kept for the type
+            return self._reject(dest, f"{UNAVAILABLE}: no script")
+        own_answer = _own_answer(dest)
         if self._waiting >= self.max_queue:
             return self._reject(dest, f"{OVERLOADED}: {self._waiting} evaluations waiting")
         client = dest.client_ip

@@ -19,11 +19,12 @@ from collections.abc import Callable, Container, Coroutine, Sequence
 
 from pac.addr import format_hostport
 from proxy.config import RunConfig
-from proxy.connection import Decider, Intercepted, ProxyContext
+from proxy.connection import Intercepted, ProxyContext
 from proxy.control import STOP_SIGNALS
 from proxy.resolver import NameResolver
 from proxy.route_health import BadProxies
 from proxy.upstream import ConnectOptions
+from rules.model import Decider
 
 log = logging.getLogger("airgap.proxy")
 
@@ -82,7 +83,7 @@ Background = Callable[[asyncio.Event], Coroutine[None, None, None]]
 
 async def serve(
     settings: RunConfig,
-    decide: Decider,
+    decider: Decider,
     transparent_ports: Container[int],
     resolver: NameResolver | None = None,
     background: Sequence[Background] = (),
@@ -94,7 +95,7 @@ async def serve(
     """
     loop = asyncio.get_running_loop()
     ctx = ProxyContext(
-        decide=decide,
+        decider=decider,
         transparent_ports=transparent_ports,
         connect=ConnectOptions(
             timeout=settings.connect_timeout,
@@ -102,12 +103,8 @@ async def serve(
             ssl_context=_ssl_context(settings.ca_bundle),
         ),
         resolver=resolver or NameResolver(),
+        config=settings,
         bad_proxies=BadProxies(settings.bad_proxy_ttl),
-        peek_timeout=settings.peek_timeout,
-        idle_timeout=settings.idle_timeout,
-        max_connections=settings.max_connections,
-        json_logs=settings.json_logs,
-        splice=settings.splice,
     )
     stop = asyncio.Event()
     for signum in STOP_SIGNALS:

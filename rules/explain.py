@@ -257,9 +257,9 @@ def explain(policy: Policy, dest_text: str, ip: str | None) -> Decision:
     For a static policy; with a PAC decider use `explain_destination` and `with_note`.
     """
     dest, note = explain_destination(policy, dest_text, ip)
-    decision = policy.decide(dest)
-    if not isinstance(decision, Decision):
-        raise TypeError("explain() needs a synchronous policy; use explain_destination()")
+    decision = policy.decide_now(dest)
+    if decision is None:
+        raise TypeError("explain() needs a static policy; use explain_destination()")
     return with_note(decision, note)
 
 

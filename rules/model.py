@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from pac.addr import format_hostport
 from pac.routes import Route
@@ -74,3 +74,21 @@ class Decision:
             "host": self.host,
             "reason": self.reason,
         }
+
+
+class Decider(Protocol):
+    """What decides connections, for every front door of the proxy.
+
+    `decide_now` answers at once whenever it can (static rules, a cached PAC answer, a PAC
+    that is not in force): most connections never wait. When it returns None, the answer
+    needs an evaluation and `decide` awaits it. Two methods instead of one that returns
+    "a decision or an awaitable", so no caller needs an isinstance check to find out which.
+    """
+
+    def decide_now(self, dest: Destination) -> Decision | None:
+        """The decision when it is known without waiting; None: await `decide`."""
+        ...
+
+    async def decide(self, dest: Destination) -> Decision:
+        """The decision, evaluating when `decide_now` could not answer."""
+        ...

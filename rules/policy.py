@@ -4,7 +4,7 @@ The decision order is Docker Desktop's documented precedence:
 
 1. a port outside `transparentPorts` goes DIRECT, no policy;
 2. `manual` mode with a PAC (`embeddedPac`, else `pac`): the PAC decides alone. PAC
-   evaluation is not part of this package: a `PacDecider` is plugged in by whoever builds
+   evaluation is not part of this package: a `Decider` is plugged in by whoever builds
    the PAC engine; until one is, every such connection is REJECTed (fail closed);
 3. `manual` without a PAC: an exclude match (original IP first, then the sniffed name) goes
    DIRECT; otherwise port 80 uses `http` and every other port `https`; an empty one REJECTs;
@@ -16,14 +16,16 @@ In 3 and 4, a proxy that names the block sentinel `reject.docker.internal` (in a
 wrote it meant "block", and a resolver that answers for `.internal` names must not turn it
 into a route.
 
-Everything that can be computed once is computed in the constructor; `decide()` is pure and
-called once per connection.
+Everything that can be computed once is computed in the constructor; `decide_now()` is pure
+and called once per connection. A `Policy` is itself a `rules.model.Decider`: `decide_now`
+answers every static decision and whatever the PAC decider answers at once (its cache);
+`decide` awaits the PAC evaluation otherwise.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Literal
 
 from netaddr import IPAddress
@@ -31,13 +33,10 @@ from netaddr import IPAddress
 from pac.routes import DIRECT, Route
 from pac.sentinel import REJECT_HOST, names_reject_sentinel
 from rules.exclude import ExcludeMatcher, parse_ip
-from rules.model import Decision, Destination
+from rules.model import Decider, Decision, Destination
 from rules.ports import PortSet
 from rules.settings import ContainersProxyConfig, Mode
 from rules.system_env import read_system_proxy
-
-#: Decides a connection from a PAC; the proxy installs an async one (evaluation is off-loop).
-PacDecider = Callable[[Destination], Decision | Awaitable[Decision]]
 
 PAC_INACTIVE_REASON = "PAC policy not active in this build"
 _CACHE_SIZE = 8192
@@ -68,7 +67,7 @@ class Policy:
         transparent_ports: PortSet,
         static: _Static,
         pac_source: str | None,
-        pac_decider: PacDecider | None = None,
+        pac_decider: Decider | None = None,
         warnings: tuple[str, ...] = (),
     ) -> None:
         self.mode = mode
@@ -84,7 +83,7 @@ class Policy:
         cls,
         cfg: ContainersProxyConfig,
         environ: Mapping[str, str],
-        pac_decider: PacDecider | None = None,
+        pac_decider: Decider | None = None,
     ) -> Policy:
         """Build the policy; `environ` is only read in system mode (ConfigError if malformed).
 
@@ -151,7 +150,7 @@ class Policy:
         """
         return self.uses_pac or self._static.bypass.has_ip_entries
 
-    def with_pac_decider(self, decider: PacDecider) -> Policy:
+    def with_pac_decider(self, decider: Decider) -> Policy:
         """The same policy with PAC decisions delegated to `decider`."""
         return Policy(
             mode=self.mode,
@@ -162,8 +161,9 @@ class Policy:
             warnings=self.warnings,
         )
 
-    def decide(self, dest: Destination) -> Decision | Awaitable[Decision]:
-        """The decision for one connection (see the module docstring for the order).
+    def decide_now(self, dest: Destination) -> Decision | None:
+        """The decision for one connection (see the module docstring for the order), or None
+        when the PAC decider must evaluate first (then await `decide`).
 
         `dest.ip` == "" means the IP is unknown (`explain` without --ip): IP/CIDR entries
         cannot match then. An IPv4-mapped `dest.ip` is folded to IPv4 first.
@@ -180,7 +180,7 @@ class Policy:
         if self.pac_source is not None:
             if self._pac_decider is None:
                 return _decision(dest, "REJECT", (), PAC_INACTIVE_REASON)
-            return self._pac_decider(dest)
+            return self._pac_decider.decide_now(dest)
         decision = self._decide_static(dest, ip)
         # Static decisions depend on (ip, port, name) alone: keep them, bounded. A new
         # configuration builds a new Policy, so the cache cannot outlive its rules.
@@ -188,6 +188,18 @@ class Policy:
             self._cache.clear()
         self._cache[key] = decision
         return decision
+
+    async def decide(self, dest: Destination) -> Decision:
+        """The decision for one connection, awaiting the PAC evaluation when one is needed."""
+        decision = self.decide_now(dest)
+        if decision is not None:
+            return decision
+        if self._pac_decider is None:  # decide_now answers every non-PAC case itself
+            raise RuntimeError("no decision and no PAC decider")
+        ip = parse_ip(dest.ip)
+        if ip is not None and str(ip) != dest.ip:
+            dest = dataclasses.replace(dest, ip=str(ip))
+        return await self._pac_decider.decide(dest)
 
     def _decide_static(self, dest: Destination, ip: IPAddress | None) -> Decision:
         s = self._static

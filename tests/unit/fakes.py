@@ -9,7 +9,10 @@ aborted) and answers the questions a protocol asks (`is_closing`, `get_extra_inf
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+from rules.model import Decision, Destination
 
 
 class FakeTransport(asyncio.Transport):
@@ -77,3 +80,30 @@ class FakeTransport(asyncio.Transport):
     def paused(self) -> bool:
         """Reading is paused (the protocol asked for backpressure)."""
         return not self.reading
+
+
+class SyncDecider:
+    """A `rules.model.Decider` that always answers at once, from a plain function."""
+
+    def __init__(self, decide: Callable[[Destination], Decision]) -> None:
+        self._decide = decide
+
+    def decide_now(self, dest: Destination) -> Decision | None:
+        return self._decide(dest)
+
+    async def decide(self, dest: Destination) -> Decision:
+        return self._decide(dest)
+
+
+class AsyncDecider:
+    """A `rules.model.Decider` that never answers at once: every decision is awaited, as a
+    PAC evaluation is."""
+
+    def __init__(self, decide: Callable[[Destination], Awaitable[Decision]]) -> None:
+        self._decide = decide
+
+    def decide_now(self, dest: Destination) -> Decision | None:
+        return None
+
+    async def decide(self, dest: Destination) -> Decision:
+        return await self._decide(dest)

@@ -14,6 +14,7 @@ from proxy.connection import Intercepted, ProxyContext
 from proxy.resolver import NameResolver
 from proxy.upstream import ConnectOptions
 from rules.model import Decision, Destination
+from tests.unit.fakes import SyncDecider
 
 
 def _direct(dest: Destination) -> Decision:
@@ -50,7 +51,7 @@ def test_unexpected_errors_reset_the_client(monkeypatch: pytest.MonkeyPatch, whe
     if where == "open_direct":
         monkeypatch.setattr(connection, "open_direct", broken_route)
     ctx = ProxyContext(
-        decide=broken_decide if where == "decide" else _direct,
+        decider=SyncDecider(broken_decide if where == "decide" else _direct),
         transparent_ports=range(1, 65536),
         connect=ConnectOptions(timeout=2),
         resolver=NameResolver(),

@@ -9,6 +9,7 @@ fake upstream and a DIRECT origin that counts who reached it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import socket
@@ -18,10 +19,12 @@ import uvloop
 
 from pac.routes import DIRECT, Route
 from proxy import connection
+from proxy.config import DEFAULTS
 from proxy.connection import Intercepted, ProxyContext
 from proxy.resolver import NameResolver
 from proxy.upstream import ConnectOptions
 from rules.model import Decision, Destination
+from tests.unit.fakes import SyncDecider
 
 
 async def _serve(answer: bytes) -> asyncio.Server:
@@ -59,11 +62,11 @@ async def _scenario(
         return Decision("PROXY", (route, DIRECT), "PAC returned", dest.url, dest.host)
 
     ctx = ProxyContext(
-        decide=decide,
+        decider=SyncDecider(decide),
         transparent_ports=range(1, 65536),
         connect=ConnectOptions(timeout=5),
         resolver=NameResolver(),
-        json_logs=True,
+        config=dataclasses.replace(DEFAULTS, log_format="json"),
     )
     loop = asyncio.get_running_loop()
     origin_port = _port(origin_server)

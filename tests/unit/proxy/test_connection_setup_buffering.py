@@ -17,6 +17,7 @@ from proxy.connection import Intercepted, ProxyContext
 from proxy.resolver import NameResolver
 from proxy.upstream import ConnectOptions
 from rules.model import Decision, Destination
+from tests.unit.fakes import AsyncDecider
 from tests.unit.waiting import loop_has_polled, until
 
 FIRST = b"a" * 1000
@@ -32,7 +33,7 @@ def _held_context(release: asyncio.Event) -> ProxyContext:
         return Decision("DIRECT", (DIRECT,), "test", dest.url, dest.host)
 
     return ProxyContext(
-        decide=slow_decide,
+        decider=AsyncDecider(slow_decide),
         transparent_ports=range(1, 65536),
         connect=ConnectOptions(timeout=5),
         resolver=NameResolver(),

@@ -19,6 +19,7 @@ from proxy.connection import Intercepted, ProxyContext
 from proxy.resolver import NameResolver
 from proxy.upstream import ConnectOptions
 from rules.model import Decision, Destination
+from tests.unit.fakes import SyncDecider
 from tests.unit.waiting import until
 
 
@@ -67,7 +68,7 @@ async def _tunnel_that_the_upstream_ends(cert: Path, key: Path) -> bytes:
         return Decision("PROXY", (route,), "test", dest.url, dest.host)
 
     ctx = ProxyContext(
-        decide=decide,
+        decider=SyncDecider(decide),
         transparent_ports=range(1, 65536),
         connect=ConnectOptions(timeout=5, ssl_context=ssl.create_default_context(cafile=cert)),
         resolver=NameResolver(),

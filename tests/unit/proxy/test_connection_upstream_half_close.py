@@ -4,6 +4,7 @@ every byte the client sends, even when its EOF reaches the proxy before the rela
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import threading
 
@@ -12,10 +13,12 @@ import uvloop
 
 from pac.routes import DIRECT
 from proxy import connection
+from proxy.config import DEFAULTS
 from proxy.connection import Intercepted, ProxyContext
 from proxy.resolver import NameResolver
 from proxy.upstream import ConnectOptions
 from rules.model import Decision, Destination
+from tests.unit.fakes import SyncDecider
 from tests.unit.waiting import until
 
 PAYLOAD = bytes(range(256)) * 400
@@ -78,11 +81,11 @@ async def _scenario(monkeypatch: pytest.MonkeyPatch, splice: bool) -> tuple[int,
         return Decision("DIRECT", (DIRECT,), "test", dest.url, dest.host)
 
     ctx = ProxyContext(
-        decide=decide,
+        decider=SyncDecider(decide),
         transparent_ports=range(1, 65536),
         connect=ConnectOptions(timeout=5),
         resolver=NameResolver(),
-        splice=splice,
+        config=dataclasses.replace(DEFAULTS, splice=splice),
     )
     proxy = await loop.create_server(lambda: Intercepted(ctx), "127.0.0.1", 0)
     reader, writer = await asyncio.open_connection(*proxy.sockets[0].getsockname()[:2])

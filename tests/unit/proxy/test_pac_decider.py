@@ -4,6 +4,7 @@ overload rejects; an unavailable PAC rejects (real engine processes, no network)
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -12,7 +13,9 @@ from pac.sandbox import Limits
 from proxy.pac_decider import PacDecider
 from proxy.pac_source import PacSnapshot, sha256_text
 from proxy.resolver import NameResolver
+from rules.config import parse_config_text
 from rules.model import Destination
+from rules.policy import Policy
 from tests.unit.waiting import until
 
 
@@ -41,6 +44,42 @@ DEST_SCRIPT = """function FindProxyForURL(url, host) {
   if (isInNet(dnsResolve(host), "203.0.113.0", "255.255.255.0")) return "DIRECT";
   return "PROXY corp.example:3128";
 }"""
+
+
+async def test_decide_now_answers_what_needs_no_evaluation() -> None:
+    """No script in force: a REJECT at once. A new destination: None (await `decide`). An
+    answer in the cache: at once, the same object `decide` returned."""
+    idle = PacDecider(TableResolver({}), Limits(time=1.0), "pacparser", evaluators=1)
+    dest = Destination("203.0.113.5", 443, "app.example", "10.0.0.1")
+    try:
+        early = idle.decide_now(dest)
+        assert early is not None and early.action == "REJECT"
+        assert "PAC not loaded yet" in early.reason or "no script" in early.reason
+    finally:
+        await idle.aclose()
+    decider = await _decider(DEST_SCRIPT)
+    try:
+        assert decider.decide_now(dest) is None, "an evaluation is needed"
+        first = await decider.decide(dest)
+        assert decider.decide_now(dest) is first
+    finally:
+        await decider.aclose()
+
+
+async def test_a_policy_awaits_its_pac_decider_with_the_folded_address() -> None:
+    """`Policy.decide` hands a PAC-decided destination to the decider's `decide` when
+    `decide_now` has no answer, with an IPv4-mapped address folded first."""
+    text = json.dumps({"configurationFileVersion": 2, "containersProxy": {"pac": "http://p/p"}})
+    decider = await _decider(DEST_SCRIPT)
+    try:
+        policy = Policy.from_config(parse_config_text(text, "t.json"), {}).with_pac_decider(decider)
+        dest = Destination("::ffff:203.0.113.5", 443, "app.example", "10.0.0.1")
+        assert policy.decide_now(dest) is None
+        decision = await policy.decide(dest)
+        assert decision.action == "DIRECT"
+        assert policy.decide_now(dest) is decision, "the decider's cache answers next time"
+    finally:
+        await decider.aclose()
 
 
 async def test_cache_never_gives_one_destination_the_answer_of_another() -> None:

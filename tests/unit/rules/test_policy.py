@@ -11,6 +11,7 @@ from pac.routes import DIRECT, Route
 from rules.config import parse_config_text
 from rules.model import Decision, Destination
 from rules.policy import PAC_INACTIVE_REASON, Policy
+from tests.unit.fakes import SyncDecider
 
 # The three containersProxy examples of Docker's air-gapped containers documentation.
 BLOCK_ALL = {
@@ -46,7 +47,9 @@ def policy(section: dict[str, object], environ: dict[str, str] | None = None) ->
 
 
 def decide(p: Policy, ip: str, port: int, name: str | None = None) -> Decision:
-    return p.decide(Destination(ip=ip, port=port, hostname=name))
+    decision = p.decide_now(Destination(ip=ip, port=port, hostname=name))
+    assert decision is not None, "a static policy answers at once"
+    return decision
 
 
 # (ip, port, sniffed name, action, routes, reason, name_based)
@@ -314,9 +317,10 @@ def test_pac_decider_plugs_in() -> None:
         seen.append(dest)
         return Decision("PROXY", (Route("SOCKS5", "s", 1080),), "PAC said so", dest.url, dest.host)
 
-    p = policy({"pac": "http://pac.corp/p.pac"}).with_pac_decider(decider)
+    p = policy({"pac": "http://pac.corp/p.pac"}).with_pac_decider(SyncDecider(decider))
     assert p.pac_active and p.uses_pac
-    d = p.decide(Destination("::ffff:192.0.2.1", 443, "example.com"))
+    d = p.decide_now(Destination("::ffff:192.0.2.1", 443, "example.com"))
+    assert d is not None
     assert d.reason == "PAC said so"
     assert seen == [Destination("192.0.2.1", 443, "example.com")]  # mapped IP folded first
 
@@ -343,9 +347,9 @@ def test_decide_is_fast() -> None:
     n = 2000
     start = time.perf_counter()
     for _ in range(n):
-        p.decide(dest)
+        p.decide_now(dest)
     per_call = (time.perf_counter() - start) / n
-    assert p.decide(dest).action == "PROXY"
+    assert decide(p, dest.ip, dest.port, dest.hostname).action == "PROXY"
     assert per_call < 500e-6, f"{per_call * 1e6:.1f} µs per decision"
 
 

@@ -72,7 +72,7 @@ def test_no_proxy_lower_case_first() -> None:
 def test_nothing_set_is_direct_with_loud_warning() -> None:
     p = policy({})
     assert any("EVERY CONNECTION GOES DIRECT" in w for w in p.warnings)
-    d = p.decide(Destination("93.184.216.34", 443, "example.com"))
+    d = p.decide_now(Destination("93.184.216.34", 443, "example.com"))
     assert (d.action, d.routes) == ("DIRECT", (DIRECT,))
     assert d.reason == "system mode: https_proxy not set in the environment: direct"
 
@@ -91,25 +91,25 @@ def test_decisions_from_environment() -> None:
             "no_proxy": "localhost, .corp.example,10.0.0.0/8 ,2001:db8::/32",
         }
     )
-    d = p.decide(Destination("93.184.216.34", 80, "example.com"))
+    d = p.decide_now(Destination("93.184.216.34", 80, "example.com"))
     assert (d.action, d.routes) == ("PROXY", (Route("PROXY", "web", 3128),))
     assert d.reason.startswith("system mode: port 80 uses http_proxy PROXY web:3128")
-    d = p.decide(Destination("93.184.216.34", 8443))
+    d = p.decide_now(Destination("93.184.216.34", 8443))
     assert d.routes == (Route("SOCKS5", "socks", 1080, "user", "pw"),)
     assert "uses HTTPS_PROXY SOCKS5 socks:1080" in d.reason and "pw" not in d.reason
-    d = p.decide(Destination("192.0.2.1", 443, "corp.example"))  # leading dot: domain too
+    d = p.decide_now(Destination("192.0.2.1", 443, "corp.example"))  # leading dot: domain too
     assert (d.action, d.name_based) == ("DIRECT", True)
     assert d.reason == "system mode: no_proxy entry '.corp.example' matched name 'corp.example'"
-    d = p.decide(Destination("::ffff:10.2.3.4", 22))
+    d = p.decide_now(Destination("::ffff:10.2.3.4", 22))
     assert (d.action, d.name_based) == ("DIRECT", False)
-    assert p.decide(Destination("2001:db8::9", 443)).action == "DIRECT"
-    assert p.decide(Destination("192.0.2.1", 443, "notcorp.example")).action == "PROXY"
+    assert p.decide_now(Destination("2001:db8::9", 443)).action == "DIRECT"
+    assert p.decide_now(Destination("192.0.2.1", 443, "notcorp.example")).action == "PROXY"
 
 
 def test_no_proxy_star_means_everything() -> None:
     p = policy({"https_proxy": "http://p:1", "no_proxy": " * "})
     for dest in (Destination("93.184.216.34", 443, "example.com"), Destination("2001:db8::1", 22)):
-        d = p.decide(dest)
+        d = p.decide_now(dest)
         assert (d.action, d.name_based) == ("DIRECT", False)
         assert d.reason == "system mode: no_proxy entry 'no_proxy=*' matches every destination"
 
@@ -154,7 +154,7 @@ def test_bare_host_port_and_ipv6_in_environment() -> None:
 def test_environment_ignored_in_manual_mode() -> None:
     text = json.dumps({"containersProxy": {"mode": "manual"}})
     p = Policy.from_config(parse_config_text(text, "t.json"), {"https_proxy": "http://p:1"})
-    assert p.decide(Destination("192.0.2.1", 443)).action == "REJECT"
+    assert p.decide_now(Destination("192.0.2.1", 443)).action == "REJECT"
     assert p.warnings == ()
 
 
@@ -163,7 +163,7 @@ def test_pac_ignored_in_system_mode() -> None:
     p = Policy.from_config(parse_config_text(text, "t.json"), {"https_proxy": "http://p:1"})
     assert not p.uses_pac
     assert any("pac: ignored in system mode" in w for w in p.warnings)
-    assert p.decide(Destination("192.0.2.1", 443)).action == "PROXY"
+    assert p.decide_now(Destination("192.0.2.1", 443)).action == "PROXY"
 
 
 @pytest.mark.parametrize("token", ["..example.com", "...example.com", "..", "*"])
