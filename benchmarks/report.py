@@ -15,6 +15,9 @@ Results = Mapping[str, Mapping[str, Sequence[Mapping[str, float]]]]
 
 BASE, OURS, PEER, SPLICE, LEAN = "baseline", "airgap", "pproxy", "airgap-splice", "lean"
 TARGETS = (BASE, OURS, PEER, SPLICE, LEAN)
+#: The explicit-proxy columns: ours with `--explicit-listen`, and the forward proxies users
+#: would pick instead.
+EXPLICIT, TINYPROXY, SQUID = "airgap-explicit", "tinyproxy", "squid"
 
 
 @dataclass(frozen=True)
@@ -179,16 +182,116 @@ def markdown(
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class ExplicitRow:
+    """One line of the explicit-proxy table, with the issue's targets as ratios: ours over
+    tinyproxy, over Squid, or (bulk) over the transparent path's bulk of the same run."""
+
+    figure: str
+    scenario: str
+    metric: str
+    digits: int
+    min_vs_tinyproxy: float | None = None
+    min_vs_squid: float | None = None
+    min_vs_transparent: float | None = None  # of `bulk_1`, same metric
+
+
+def explicit_rows(conn_rate_conns: int, keepalive_conns: int) -> list[ExplicitRow]:
+    return [
+        ExplicitRow(f"CONNECT tunnel set-ups/s (one GET each), {conn_rate_conns} concurrent",
+                    "explicit_connect", "rps", 0, min_vs_tinyproxy=1.5, min_vs_squid=1.0),
+        ExplicitRow("proxy CPU-µs per tunnel", "explicit_connect", "cpu_us_per_req", 0),
+        ExplicitRow(f"keep-alive absolute-form GETs/s, {keepalive_conns} connections",
+                    "explicit_keepalive", "rps", 0, min_vs_squid=1.0),
+        ExplicitRow("proxy CPU-µs per keep-alive GET", "explicit_keepalive", "cpu_us_per_req", 1),
+        ExplicitRow("bulk through one CONNECT tunnel (MiB/s)", "explicit_bulk", "mib_s", 0,
+                    min_vs_transparent=0.9),
+    ]  # fmt: skip
+
+
+def summarize_explicit(results: Results, table: Sequence[ExplicitRow]) -> list[dict[str, object]]:
+    """Medians per explicit target, the ratios the targets name, and the verdict."""
+    out: list[dict[str, object]] = []
+    for row in table:
+        med = {
+            t: median_of(results, row.scenario, t, row.metric) for t in (EXPLICIT, TINYPROXY, SQUID)
+        }
+        transparent = median_of(results, "bulk_1", OURS, row.metric)
+        ours = med[EXPLICIT]
+
+        ratios = {
+            "vs_tinyproxy": _ratio(ours, med[TINYPROXY]),
+            "vs_squid": _ratio(ours, med[SQUID]),
+            "vs_transparent": _ratio(ours, transparent) if row.min_vs_transparent else None,
+        }
+        limits = {
+            "vs_tinyproxy": row.min_vs_tinyproxy,
+            "vs_squid": row.min_vs_squid,
+            "vs_transparent": row.min_vs_transparent,
+        }
+        checks = [ratios[k] >= lim for k, lim in limits.items() if lim and ratios[k] is not None]
+        judged = all(ratios[k] is not None for k, lim in limits.items() if lim)
+        target = ", ".join(
+            f">= {lim:g}x {k.removeprefix('vs_')}" for k, lim in limits.items() if lim
+        )
+        out.append(
+            {
+                "figure": row.figure,
+                "scenario": row.scenario,
+                "metric": row.metric,
+                "digits": row.digits,
+                "median": med,
+                "transparent": transparent,
+                "ratios": ratios,
+                "target": target,
+                "target_met": (all(checks) if judged else None) if target else None,
+            }
+        )
+    return out
+
+
+def _ratio(ours: float | None, other: float | None) -> float | None:
+    return None if ours is None or not other else ours / other
+
+
+def explicit_markdown(summary: Sequence[Mapping[str, object]]) -> str:
+    head = ["figure", "airgap-proxy explicit", "tinyproxy", "squid", "ours / tinyproxy",
+            "ours / squid", "target", "met"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for item in summary:
+        med, ratios = item["median"], item["ratios"]
+        assert isinstance(med, dict) and isinstance(ratios, dict)
+        digits = int(str(item["digits"]))
+        cells = [str(item["figure"])] + [_fmt(med[t], digits) for t in (EXPLICIT, TINYPROXY, SQUID)]
+        for key in ("vs_tinyproxy", "vs_squid"):
+            value = ratios[key]
+            cells.append("—" if value is None else f"{value:.2f}x")
+        target = str(item["target"])
+        if ratios["vs_transparent"] is not None:
+            target += f" (now {ratios['vs_transparent']:.2f}x)"
+        cells.append(target)
+        met = item["target_met"]
+        cells.append("—" if met is None else ("yes" if met else "**no**"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 __all__ = [
     "BASE",
+    "EXPLICIT",
     "LEAN",
     "OURS",
     "PEER",
     "SPLICE",
+    "SQUID",
     "TARGETS",
+    "TINYPROXY",
     "Row",
+    "explicit_markdown",
+    "explicit_rows",
     "markdown",
     "median_of",
     "rows",
     "summarize",
+    "summarize_explicit",
 ]

@@ -10,7 +10,11 @@ each target in turn, repetition by repetition:
 - baseline: no redirect rule, the client talks to the origin directly;
 - airgap: the load group's TCP to 203.0.113.0/24 is REDIRECTed to airgap-proxy;
 - pproxy: the same rule, to pproxy;
-- airgap-splice: airgap-proxy `--splice`, bulk only, when the CLI has the flag.
+- airgap-splice: airgap-proxy `--splice`, bulk only, when the CLI has the flag;
+- the explicit (forward) proxy scenarios, no redirect rule: the load talks to a proxy
+  listener itself: airgap-proxy `--explicit-listen` (when the CLI has it), tinyproxy and
+  Squid (when installed): CONNECT tunnel set-ups/s, keep-alive absolute-form GETs/s, and
+  bulk through one CONNECT tunnel (compared with the transparent path's bulk).
 
 The proxies run pinned to one core and the load (client and origins) to the other, as the
 issue's targets are measured. It prints a markdown table of medians and ratios on stdout
@@ -44,8 +48,8 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import report, rig
-from benchmarks.report import BASE, LEAN, OURS, PEER, SPLICE
+from benchmarks import forward_peers, report, rig
+from benchmarks.report import BASE, EXPLICIT, LEAN, OURS, PEER, SPLICE, SQUID, TINYPROXY
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -53,6 +57,9 @@ AIRGAP_PORT = 15101
 SPLICE_PORT = 15102
 PPROXY_PORT = 15103
 LEAN_PORT = 15104
+EXPLICIT_PORT = 15105
+TINYPROXY_PORT = 15106
+SQUID_PORT = 15107
 WARM_CONNS = 10  # memory scenario warm-up
 NGINX_TEMPLATE = """\
 worker_processes 1;
@@ -100,7 +107,10 @@ QUICK = Settings(reps=2, bulk_1_bytes=128 * MIB, bulk_8_bytes=32 * MIB, wrk_seco
                  conn_rate_conns=32, keepalive_conns=64, idle_conns=500)  # fmt: skip
 
 
-SCENARIOS = ("bulk_1", "bulk_8", "conn_rate", "latency_1", "keepalive", "memory", "pac")
+SCENARIOS = (
+    "bulk_1", "bulk_8", "conn_rate", "latency_1", "keepalive", "memory", "pac",
+    "explicit_connect", "explicit_keepalive", "explicit_bulk",
+)  # fmt: skip
 
 
 class RunError(RuntimeError):
@@ -116,6 +126,8 @@ class Target:
     start: Callable[[], rig.Proc] | None = None
     proc: rig.Proc | None = None
     restarts: int = 0
+    #: False for an explicit proxy: the load connects to it itself, no redirect rule.
+    redirected: bool = True
 
     def ensure_running(self) -> None:
         if self.start is None:
@@ -142,6 +154,7 @@ class Suite:
     results: dict[str, dict[str, list[dict[str, float]]]] = field(default_factory=dict)
     errors: list[dict[str, str]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    explicit_summary: list[dict[str, object]] = field(default_factory=list)
 
     # ----------------------------------------------------------------- processes
 
@@ -207,6 +220,32 @@ class Suite:
         rig.wait_listening(proc, port)
         return proc
 
+    def start_airgap_explicit(self) -> rig.Proc:
+        """Ours as an explicit proxy only: the same policy, plus the bulk origin's address
+        (an explicit proxy decides every port, the transparent one only transparentPorts)."""
+        config = self.workdir / "admin-settings-explicit.json"
+        config.write_text(
+            json.dumps(
+                {
+                    "configurationFileVersion": 2,
+                    "containersProxy": {
+                        "locked": True, "mode": "manual", "http": "", "https": "",
+                        "exclude": [rig.HTTP_NAME, rig.BULK_IP], "transparentPorts": "80,443",
+                    },
+                }
+            )
+        )  # fmt: skip
+        config.chmod(0o600)
+        cmd = [
+            *self.placement.proxy(), rig.python(), "-m", "proxy.cli", "run",
+            "--config", str(config), "--listen", "none",
+            "--explicit-listen", f"127.0.0.1:{EXPLICIT_PORT}", "--workers", "1",
+            "--log-format", "json", "--log-level", "warning", *self.airgap_args,
+        ]  # fmt: skip
+        proc = self.procs.start("airgap-explicit", cmd, cwd=self.airgap_src)
+        rig.wait_listening(proc, EXPLICIT_PORT)
+        return proc
+
     def start_pproxy(self) -> rig.Proc:
         cmd = [
             *self.placement.proxy(), rig.python(), str(rig.BENCH_DIR / "pproxy_uvloop.py"),
@@ -251,12 +290,17 @@ class Suite:
         user, system = after[0] - before[0], after[1] - before[1]
         return {"cpu_s": user + system, "cpu_user_s": user, "cpu_sys_s": system}
 
-    def bulk(self, target: Target, conns: int, nbytes: int) -> dict[str, float]:
-        """Download `nbytes` on each of `conns` connections; MiB/s and proxy CPU per GiB."""
+    def bulk(
+        self, target: Target, conns: int, nbytes: int, via_proxy: bool = False
+    ) -> dict[str, float]:
+        """Download `nbytes` on each of `conns` connections; MiB/s and proxy CPU per GiB.
+        `via_proxy`: through a CONNECT tunnel of the target (an explicit proxy)."""
         cmd = [
             *self.placement.load(), rig.python(), str(rig.BENCH_DIR / "loadgen.py"), "bulk",
             "--conns", str(conns), "--bytes", str(nbytes),
         ]  # fmt: skip
+        if via_proxy:
+            cmd += ["--via", f"127.0.0.1:{target.port}"]
         timeout = 60 + conns * nbytes / (20 * MIB)  # a floor of 20 MiB/s, or it is broken
         cpu0 = self._cpu(target)
         proc = subprocess.run(
@@ -304,6 +348,57 @@ class Suite:
         if "cpu_s" in result:
             result["cpu_us_per_req"] = result["cpu_s"] * 1e6 / result["requests"]
             result["cpu_user_us_per_req"] = result["cpu_user_s"] * 1e6 / result["requests"]
+        return result
+
+    def tunnels(self, target: Target, conns: int) -> dict[str, float]:
+        """CONNECT tunnel set-ups per second through an explicit proxy (one GET each)."""
+        assert target.port is not None
+        seconds = self.settings.wrk_seconds
+        cmd = [
+            *self.placement.load(), rig.python(), str(rig.BENCH_DIR / "loadgen.py"), "connect",
+            "--proxy", f"127.0.0.1:{target.port}", "--conns", str(conns),
+            "--seconds", str(seconds),
+        ]  # fmt: skip
+        cpu0 = self._cpu(target)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=seconds + 40, **self._load_env()
+        )
+        cpu1 = self._cpu(target)
+        if proc.returncode != 0:
+            raise RunError(f"connect load failed ({proc.returncode}): {proc.stderr[-500:]}")
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        if out["tunnels"] == 0 or out["errors"] > 0.01 * out["tunnels"]:
+            raise RunError(
+                f"connect: {out['tunnels']} tunnels, {out['errors']} errors: {out['first_errors']}"
+            )
+        result = {"rps": out["tunnels"] / out["seconds"], "errors": float(out["errors"])}
+        result.update(self._cpu_used(cpu0, cpu1))
+        if "cpu_s" in result:
+            result["cpu_us_per_req"] = result["cpu_s"] * 1e6 / out["tunnels"]
+        return result
+
+    def wrk_via(self, target: Target, conns: int) -> dict[str, float]:
+        """wrk's keep-alive GETs in absolute form, sent to an explicit proxy's listener."""
+        assert target.port is not None
+        seconds = self.settings.wrk_seconds
+        cmd = [
+            *self.placement.load(), "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency",
+            "--timeout", "5s", "-s", str(rig.BENCH_DIR / "absolute_get.lua"),
+            f"http://127.0.0.1:{target.port}/",
+        ]  # fmt: skip
+        cpu0 = self._cpu(target)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=seconds + 30, **self._load_env()
+        )
+        cpu1 = self._cpu(target)
+        if proc.returncode != 0:
+            raise RunError(f"wrk failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+        result = parse_wrk(proc.stdout)
+        if result["requests"] == 0 or result["non_2xx"] > 0:
+            raise RunError(f"wrk through the proxy:\n{proc.stdout}")
+        result.update(self._cpu_used(cpu0, cpu1))
+        if "cpu_s" in result:
+            result["cpu_us_per_req"] = result["cpu_s"] * 1e6 / result["requests"]
         return result
 
     def hold(self, target: Target, conns: int) -> dict[str, float]:
@@ -369,7 +464,7 @@ class Suite:
                 label = f"{name} [{target.name}] rep {rep + 1}/{self.settings.reps}"
                 try:
                     target.ensure_running()
-                    self.redirect.to(target.port)
+                    self.redirect.to(target.port if target.redirected else None)
                     cores0 = rig.core_jiffies()
                     other = rig.OtherLoad()
                     other.begin()
@@ -579,6 +674,7 @@ def run_suite(args: argparse.Namespace) -> int:
                     lambda: suite.start_airgap("airgap-splice", SPLICE_PORT, "--splice"),
                 )
             )
+        explicit = explicit_targets(suite, args)
         for target in bulk_targets:
             target.ensure_running()
 
@@ -602,11 +698,14 @@ def run_suite(args: argparse.Namespace) -> int:
             ("latency_1", targets, lambda t: suite.wrk(t, 1, True)),
             ("keepalive", targets, lambda t: suite.wrk(t, s.keepalive_conns, False)),
             ("memory", targets[1:], lambda t: suite.hold(t, s.idle_conns)),
+            ("explicit_connect", explicit, lambda t: suite.tunnels(t, s.conn_rate_conns)),
+            ("explicit_keepalive", explicit, lambda t: suite.wrk_via(t, s.keepalive_conns)),
+            ("explicit_bulk", explicit, lambda t: suite.bulk(t, 1, s.bulk_1_bytes, True)),
         ]
         for name, scenario_targets, measure in scenarios:
             if not args.only or name in args.only:
                 suite.scenario(name, scenario_targets, measure)
-        for target in bulk_targets:
+        for target in bulk_targets + explicit:
             if target.restarts:
                 suite.errors.append(
                     {"run": "all", "target": target.name, "error": f"restarted {target.restarts}x"}
@@ -622,13 +721,16 @@ def run_suite(args: argparse.Namespace) -> int:
             log(f"PAC: {pac_source}")
 
         table = report.rows(s.idle_conns, s.conn_rate_conns, s.keepalive_conns)
+        forward = report.explicit_rows(s.conn_rate_conns, s.keepalive_conns)
         if args.only:  # rows of scenarios that did not run would only be dashes
             table = [row for row in table if row.scenario in args.only]
+            forward = [row for row in forward if row.scenario in args.only]
         summary = report.summarize(suite.results, table)
+        suite.explicit_summary = report.summarize_explicit(suite.results, forward)
         with_splice = SPLICE in suite.results.get("bulk_1", {})
         with_lean = any(LEAN in per_target for per_target in suite.results.values())
         print(render(suite, summary, with_splice, with_lean, time.monotonic() - started))
-        fatal = [e for e in suite.errors if e["target"] in (BASE, OURS)]
+        fatal = [e for e in suite.errors if e["target"] in (BASE, OURS, EXPLICIT)]
         status = 1 if fatal else 0
         if args.json:
             payload = {
@@ -636,6 +738,7 @@ def run_suite(args: argparse.Namespace) -> int:
                 "settings": asdict(settings),
                 "info": suite.info,
                 "summary": summary,
+                "explicit_summary": suite.explicit_summary,
                 "runs": suite.results,
                 "errors": suite.errors,
                 "seconds": round(time.monotonic() - started, 1),
@@ -675,9 +778,16 @@ def render(
         f"PAC: {info.get('pac')}." + (f" Peer: {info['pproxy']}." if "pproxy" in info else ""),
         "",
         report.markdown(summary, with_splice, with_lean),
-        "",
-        f"Suite time: {secs:.0f} s.",
     ]
+    if suite.explicit_summary:
+        lines += [
+            "",
+            f"Explicit proxy (no redirect; the load talks to each proxy's listener): "
+            f"{info.get('explicit_peers', '')}.",
+            "",
+            report.explicit_markdown(suite.explicit_summary),
+        ]
+    lines += ["", f"Suite time: {secs:.0f} s."]
     others = [
         run["other_load_cores"]
         for per_target in suite.results.values()
@@ -697,6 +807,32 @@ def render(
     if suite.errors:
         lines += ["", "Errors:"] + [f"- {e['run']}: {e['error'][:300]}" for e in suite.errors]
     return "\n".join(lines)
+
+
+def explicit_targets(suite: Suite, args: argparse.Namespace) -> list[Target]:
+    """Ours with `--explicit-listen` (when this checkout has it), tinyproxy and Squid (when
+    installed), unless `--only` leaves every explicit scenario out."""
+    if args.only and not any(name.startswith("explicit_") for name in args.only):
+        return []
+    out: list[Target] = []
+    seen: list[str] = []
+    if "--explicit-listen" in airgap_help(suite.airgap_src):
+        out.append(Target(EXPLICIT, EXPLICIT_PORT, suite.start_airgap_explicit, redirected=False))
+    else:
+        seen.append("airgap-proxy has no --explicit-listen in this checkout")
+    w, p, d = suite.workdir, suite.procs, suite.placement
+    tinyproxy = forward_peers.tinyproxy_binary()
+    if tinyproxy is not None:
+        start_tp = lambda: forward_peers.start_tinyproxy(p, d, w, TINYPROXY_PORT)  # noqa: E731
+        out.append(Target(TINYPROXY, TINYPROXY_PORT, start_tp, redirected=False))
+        seen.append(forward_peers.version(tinyproxy))
+    squid = forward_peers.squid_binary()
+    if squid is not None:
+        start_squid = lambda: forward_peers.start_squid(p, d, w, SQUID_PORT)  # noqa: E731
+        out.append(Target(SQUID, SQUID_PORT, start_squid, redirected=False))
+        seen.append(forward_peers.version(squid))
+    suite.info["explicit_peers"] = "; ".join(seen)
+    return out
 
 
 def importlib_available(module: str) -> bool:
