@@ -256,6 +256,13 @@ G.sortIpAddressList = function sortIpAddressList(list) {
   for (var k = 0; k < entries.length; k++) push(out, entries[k].s);
   return apply(arrJoin, out, [";"]);
 };
+// ::ffff:a.b.c.d as 16 bytes (built with the captured push: the helper is native in
+// Chromium, so a script that redefines Array methods must not change its answers).
+function mappedV6(v4) {
+  var out = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255];
+  for (var i = 0; i < 4; i++) push(out, v4[i]);
+  return out;
+}
 G.isInNetEx = function isInNetEx(ip, prefix) {
   if (typeof ip !== "string" || typeof prefix !== "string") return null;
   if (!isAscii(ip) || !isAscii(prefix)) return false;
@@ -267,16 +274,19 @@ G.isInNetEx = function isInNetEx(ip, prefix) {
   if (net === null || apply(regexExec, /^[0-9]{1,3}$/, [lenText]) === null) return false;
   var bits = +lenText;
   if (bits > net.length * 8) return false;
-  // Mixed families never match (Chromium's IsInNetEx: "Both |address| and |prefix| must
-  // be of the same type"), so "::/0" means every IPv6 address, not every address.
-  if (addr.length !== net.length) return false;
+  // Mixed families (Chromium's IPAddressMatchesPrefix): the IPv4 side becomes its
+  // IPv4-mapped IPv6 form (::ffff:a.b.c.d), and an IPv4 prefix gets 96 more bits. So
+  // "::/0" and "::ffff:0:0/96" match every IPv4 address too (lint warns about such prefixes).
+  if (addr.length !== net.length) {
+    if (addr.length === 4) addr = mappedV6(addr);
+    else { net = mappedV6(net); bits += 96; }
+  }
   for (var i = 0; i < bits; i++) {
     var m = 128 >> (i % 8);
     if ((addr[i >> 3] & m) !== (net[i >> 3] & m)) return false;
   }
   return true;
 };
-G.getClientVersion = function getClientVersion() { return "1.0"; };
 
 // ---- the JavaScript library (pac_js_library.h semantics) ------------------------------------
 G.dnsDomainIs = function dnsDomainIs(host, domain) {
@@ -504,6 +514,11 @@ function envelope(out) {
   out.c = reads.c; out.i = reads.i; out.x = reads.x;
   return jsonStringify(out);
 }
+// Chromium's words, and what the name holds when it is there but not a function.
+function noEntryMessage() {
+  var t = typeof G.FindProxyForURL;
+  return "FindProxyForURL() is undefined" + (t === "undefined" ? "" : " (it is a " + t + ", not a function)");
+}
 var loadResult = null;
 function load(src) {
   if (src === "") return envelope({ k: "script_error", m: "the PAC script is empty", l: null });
@@ -512,8 +527,10 @@ function load(src) {
     var kind = errorKind(err);
     return envelope({ k: kind === "memory" ? "memory" : "script_error", m: describe(err), l: lineOf(err) });
   }
-  if (typeof G.FindProxyForURL !== "function" && typeof G.FindProxyForURLEx !== "function")
-    return envelope({ k: "no_entrypoint", m: "FindProxyForURL is undefined or not a function", l: null });
+  // Chromium calls FindProxyForURL only (a script with FindProxyForURLEx alone does not
+  // load there either: pacparser and WinHTTP would call it, a browser never does).
+  if (typeof G.FindProxyForURL !== "function")
+    return envelope({ k: "no_entrypoint", m: noEntryMessage(), l: null });
   return envelope({ k: null });
 }
 // Loads the user's script (indirect eval: global scope) and keeps the outcome, which
@@ -533,10 +550,9 @@ defineProperty(G, "findProxyForURL", { writable: false,
   value: function (url, host) {
     if (url === "\x01load") return loadResult;
     resetReads();
-    var fn = G.FindProxyForURLEx;
-    if (typeof fn !== "function") fn = G.FindProxyForURL;
+    var fn = G.FindProxyForURL;
     if (typeof fn !== "function")
-      return envelope({ r: null, k: "no_entrypoint", m: "FindProxyForURL is undefined or not a function" });
+      return envelope({ r: null, k: "no_entrypoint", m: noEntryMessage() });
     var r;
     try { r = apply(fn, G, [url, host]); }
     catch (err) { return envelope({ r: null, k: errorKind(err), m: describe(err), l: lineOf(err) }); }

@@ -117,7 +117,7 @@ def test_a_mis_cased_entry_point_is_named(tmp_path: Path) -> None:
     pac.write_text('function FindProxyforURL(url, host) { return "DIRECT"; }\n')
     proc = pac_eval(str(pac), "a.example:443", "--no-dns")
     assert proc.returncode == 2
-    assert "FindProxyForURL is undefined" in proc.stderr
+    assert "FindProxyForURL() is undefined" in proc.stderr
     assert "'FindProxyforURL': did you mean 'FindProxyForURL'?" in proc.stderr
 
 

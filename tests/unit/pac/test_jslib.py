@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pac.engine import ENGINES, PacEngine, load_engine
+from pac.engine import ENGINES, PacEngine, PacLoadError, load_engine
 from pac.env import PacEnv
 
 # Evaluates the JavaScript expression passed as `host` and returns it JSON-encoded, with
@@ -83,7 +83,9 @@ def js(engine: PacEngine) -> Callable[..., Any]:
         ('shExpMatch("wwwXexample", "www.example")', False),  # "." is literal
         ('shExpMatch("static.example.com", "(www|static).example.com")', True),  # pypac: no
         ('shExpMatch("a+b", "a+b")', False),  # "+" stays a regex operator in Chromium
-        ("getClientVersion()", "1.0"),
+        # Chromium defines no getClientVersion (pacparser and WinHTTP do): a script testing
+        # for it takes Chromium's branch.
+        ("typeof getClientVersion", "undefined"),
         ('typeof alert("hi")', "undefined"),
     ],
 )
@@ -128,10 +130,24 @@ def test_isplainhostname_requires_a_string(js: Callable[..., Any]) -> None:
         ('isInNet("10.1.2.3", "10.0.0.0", "bad")', False),
         ('isInNetEx("fd00::10", "fd00::/8")', True),
         ('isInNetEx("192.0.2.8", "fd00::/8")', False),
-        # Mixed families never match (Chromium), so "::/0" is every IPv6 address only.
-        ('isInNetEx("10.1.2.3", "::ffff:10.0.0.0/104")', False),
-        ('isInNetEx("10.1.2.3", "::/0")', False),
-        ('isInNetEx("::ffff:10.1.2.3", "10.0.0.0/8")', False),
+        # Mixed families (Chromium's IPAddressMatchesPrefix): the IPv4 side is compared as
+        # ::ffff:a.b.c.d, an IPv4 prefix as ::ffff:a.b.c.d/(n + 96). pacparser and pypac
+        # never match across families.
+        ('isInNetEx("10.1.2.3", "::ffff:10.0.0.0/104")', True),
+        ('isInNetEx("10.1.2.3", "::ffff:11.0.0.0/104")', False),
+        ('isInNetEx("10.1.2.3", "::/0")', True),
+        ('isInNetEx("10.1.2.3", "::/80")', True),
+        ('isInNetEx("10.1.2.3", "::/81")', False),  # bit 80 of ::ffff:a.b.c.d is a one
+        ('isInNetEx("10.1.2.3", "::/96")', False),  # IPv4-compatible (::a.b.c.d) is not used
+        ('isInNetEx("10.1.2.3", "::ffff:0:0/96")', True),
+        ('isInNetEx("10.1.2.3", "::ffff:10.1.2.3/128")', True),
+        ('isInNetEx("10.1.2.3", "::ffff:0:0/129")', False),
+        ('isInNetEx("::ffff:10.1.2.3", "10.0.0.0/8")', True),
+        ('isInNetEx("::ffff:10.1.2.3", "11.0.0.0/8")', False),
+        ('isInNetEx("::ffff:10.1.2.3", "0.0.0.0/0")', True),
+        ('isInNetEx("::10.1.2.3", "10.0.0.0/8")', False),
+        ('isInNetEx("2001:db8::1", "0.0.0.0/0")', False),
+        ('isInNetEx("::1", "0.0.0.0/33")', False),
         ('isInNetEx("2001:db8::1", "::/0")', True),
         ('isInNetEx("10.1.2.3", "10.0.0.0/8")', True),
         ('isInNetEx("10.1.2.3", "10.0.0.0/33")', False),
@@ -287,14 +303,40 @@ def test_dependent_lookups_take_several_rounds(engine: PacEngine) -> None:
     assert json.loads(engine.evaluate("http://x:80", expr, env).result) == "192.0.2.4"
 
 
-def test_findproxyforurlex_is_preferred() -> None:
-    for name in ENGINES:
-        src = (
-            'function FindProxyForURL(u, h) { return "PROXY old:1"; }\n'
-            'function FindProxyForURLEx(u, h) { return "PROXY ex:1"; }'
+@pytest.mark.parametrize("name", ENGINES)
+def test_findproxyforurlex_is_never_called(name: str) -> None:
+    """Chromium calls FindProxyForURL only (pacparser and WinHTTP prefer FindProxyForURLEx)."""
+    src = (
+        'function FindProxyForURL(u, h) { return "PROXY old:1"; }\n'
+        'function FindProxyForURLEx(u, h) { return "PROXY ex:1"; }'
+    )
+    with load_engine(name, src) as pac:
+        assert pac.evaluate("http://x:80", "x", PacEnv()).result == "PROXY old:1"
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_a_script_with_only_findproxyforurlex_does_not_load(name: str) -> None:
+    src = 'function FindProxyForURLEx(u, h) { return "DIRECT"; }'
+    with pytest.raises(PacLoadError) as caught:
+        load_engine(name, src).close()  # closed even where it loads
+    assert caught.value.error.kind == "no_entrypoint"
+    assert caught.value.error.message == "FindProxyForURL() is undefined"  # Chromium's words
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_an_entry_point_gone_at_run_time_falls_to_no_other(name: str) -> None:
+    src = (
+        'function FindProxyForURL(u, h) { FindProxyForURL = 7; return "PROXY a:1"; }\n'
+        'function FindProxyForURLEx(u, h) { return "DIRECT"; }'
+    )
+    with load_engine(name, src) as pac:
+        assert pac.evaluate("http://x:80", "x", PacEnv()).result == "PROXY a:1"
+        again = pac.evaluate("http://y:80", "y", PacEnv())
+        assert again.result is None and again.error is not None
+        assert again.error.kind == "no_entrypoint"
+        assert (
+            again.error.message == "FindProxyForURL() is undefined (it is a number, not a function)"
         )
-        with load_engine(name, src) as pac:
-            assert pac.evaluate("http://x:80", "x", PacEnv()).result == "PROXY ex:1"
 
 
 def test_scripts_may_redefine_helpers_like_in_browsers() -> None:
