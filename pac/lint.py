@@ -11,11 +11,21 @@ contain rules that silently never match. This pass finds the common shapes stati
   ports 80/443, where a name is sniffed; elsewhere `host` is an IP;
 * `clock`: time functions or `Date`, whose answers change with the clock (such results
   are never cached).
+
+And two places where Chromium's answer surprises authors who tested elsewhere (we answer
+as Chromium does, and say so here):
+
+* `prefix-family`: an IPv6 prefix given to `isInNetEx` that also matches IPv4 addresses
+  (`::/0` to `::/80`, `::ffff:0:0/96` and its sub-prefixes): Chromium compares an IPv4
+  address as `::ffff:a.b.c.d`, so `isInNetEx(host, "::/0")` is true for every address;
+* `ex-entry`: `FindProxyForURLEx` is defined, but Chromium only ever calls
+  `FindProxyForURL` (pacparser and WinHTTP prefer the `Ex` one).
 """
 
 from __future__ import annotations
 
 import bisect
+import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -79,7 +89,12 @@ class _Lines:
         return bisect.bisect_left(self._breaks, pos) + 1
 
 
-_ENTRY = re.compile(r"function\s+FindProxyForURL(?:Ex)?\s*\(\s*([\w$]+)\s*,\s*([\w$]+)\s*\)")
+_ENTRY = re.compile(r"function\s+FindProxyForURL\s*\(\s*([\w$]+)\s*,\s*([\w$]+)\s*\)")
+_EX_ENTRY = re.compile(r"\bfunction\s+FindProxyForURLEx\b|\bFindProxyForURLEx\s*=(?!=)")
+_IS_IN_NET_EX = re.compile(r"\bisInNetEx\b")
+_PREFIX_LEN = re.compile(r"[0-9]{1,10}")  # Chromium: a uint32, then at most 128
+#: IPv4 addresses as Chromium's isInNetEx compares them with an IPv6 prefix.
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 # A string literal on one line. A backslash is only ever read as an escape (`[^\\\n]`
 # excludes it from the other branch): with `.` there, a run of backslashes before a missing
 # quote could be split two ways per backslash, and the match backtracked exponentially.
@@ -103,6 +118,56 @@ def _url_pattern_problem(pattern: str) -> tuple[str, str] | None:
     if host_part and "*" not in host_part and "?" not in host_part and ":" not in host_part:
         return "url-port", "has no port, but the proxy's URL always carries one"
     return None
+
+
+def v4_covered(prefix: str) -> ipaddress.IPv4Network | None:
+    """The IPv4 addresses an IPv6 `isInNetEx` prefix also matches in Chromium, else None.
+
+    Chromium (IPAddressMatchesPrefix) turns an IPv4 address into `::ffff:a.b.c.d` before
+    comparing it with an IPv6 prefix, so any prefix that overlaps `::ffff:0:0/96` covers
+    IPv4 addresses: all of them up to /96 (`::/0` .. `::/80`, `::ffff:0:0/96`), part of
+    them beyond (`::ffff:10.0.0.0/104` is 10.0.0.0/8). The text is read as Chromium's
+    ParseCIDRBlock reads it (whitespace around either part ignored).
+    """
+    addr_text, sep, len_text = prefix.partition("/")
+    addr_text, len_text = addr_text.strip(), len_text.strip()
+    if not sep or ":" not in addr_text or not _PREFIX_LEN.fullmatch(len_text):
+        return None
+    bits = int(len_text)
+    try:
+        net = ipaddress.IPv6Network(f"{addr_text}/{bits}", strict=False)
+    except ValueError:
+        return None
+    if not net.overlaps(_MAPPED):
+        return None
+    if bits <= 96:
+        return ipaddress.IPv4Network("0.0.0.0/0")
+    return ipaddress.IPv4Network((int(net.network_address) & 0xFFFFFFFF, bits - 96))
+
+
+def _prefix_warnings(code: str, lines: _Lines) -> list[LintWarning]:
+    """`prefix-family`: string literals that are such prefixes, in a script using isInNetEx."""
+    if not _IS_IN_NET_EX.search(code):
+        return []
+    out = []
+    for m in re.finditer(_STR, code):
+        text = m.group("s")
+        covered = v4_covered(text)
+        if covered is None:
+            continue
+        if covered.prefixlen == 0:
+            which, fix = "every IPv4 address", "to match IPv6 addresses only, test for a ':' first"
+        else:
+            which, fix = f"the IPv4 addresses {covered}", f"write {str(covered)!r} if that is meant"
+        out.append(
+            LintWarning(
+                lines.of(m.start()),
+                "prefix-family",
+                f"isInNetEx prefix {text!r} also matches {which} (Chromium compares an IPv4 "
+                f"address as ::ffff:a.b.c.d); {fix}",
+            )
+        )
+    return out
 
 
 def lint(src: str) -> list[LintWarning]:
@@ -164,21 +229,31 @@ def lint(src: str) -> list[LintWarning]:
                 f"{what} makes the answer depend on the clock; such results are not cached",
             )
         )
+    warnings.extend(_prefix_warnings(code, lines))
+    for m in _EX_ENTRY.finditer(code):
+        warnings.append(
+            LintWarning(
+                lines.of(m.start()),
+                "ex-entry",
+                "FindProxyForURLEx is never called: Chromium (and the proxy) call "
+                "FindProxyForURL only; pacparser and WinHTTP would call FindProxyForURLEx",
+            )
+        )
     return sorted(warnings, key=lambda w: (w.line, w.code))
 
 
 _IDENT = re.compile(r"[A-Za-z_$][\w$]*")
-_ENTRY_POINTS = ("FindProxyForURL", "FindProxyForURLEx")
 _HTML = re.compile(r"\s*(?:<!doctype\s+html|<html|<head|<body|<\?xml|<!--|<[a-z])", re.I)
 
 
 def load_hints(script: str, error: object) -> list[str]:
     """What probably went wrong when a script does not load, for the error message.
 
-    Two mistakes that the engine's own message hides: an entry point spelled with another
-    case (`FindProxyforURL`: JavaScript names are case-sensitive, so "FindProxyForURL is
-    undefined"), and an HTML page (a login or error page) served in place of the PAC,
-    which fails with a syntax error at its first `<`.
+    Three mistakes that the engine's own message hides: an entry point spelled with another
+    case (`FindProxyforURL`: JavaScript names are case-sensitive, so "FindProxyForURL() is
+    undefined"); only `FindProxyForURLEx` defined, which pacparser and WinHTTP call but
+    Chromium never does; and an HTML page (a login or error page) served in place of the
+    PAC, which fails with a syntax error at its first `<`.
     """
     kind = getattr(error, "kind", None)
     hints: list[str] = []
@@ -189,14 +264,21 @@ def load_hints(script: str, error: object) -> list[str]:
                 m.group()
                 for m in _IDENT.finditer(code)
                 if m.group().lower() in ("findproxyforurl", "findproxyforurlex")
-                and m.group() not in _ENTRY_POINTS
+                and m.group() != "FindProxyForURL"
             }
         )
         for name in near:
-            right = "FindProxyForURLEx" if name.lower().endswith("ex") else "FindProxyForURL"
-            hints.append(
-                f"the script names {name!r}: did you mean {right!r}? (names are case-sensitive)"
-            )
+            if name == "FindProxyForURLEx":
+                hints.append(
+                    "the script defines 'FindProxyForURLEx' only: Chromium (and the proxy)"
+                    " call 'FindProxyForURL' and never the Ex variant (pacparser and WinHTTP"
+                    " do); rename it to 'FindProxyForURL'"
+                )
+            else:
+                hints.append(
+                    f"the script names {name!r}: did you mean 'FindProxyForURL'? (names are"
+                    " case-sensitive, and Chromium calls no other entry point)"
+                )
     if kind in ("script_error", "no_entrypoint") and _HTML.match(script.lstrip("\ufeff")):
         hints.append(
             "the PAC looks like an HTML page, not JavaScript (a login, error or directory"

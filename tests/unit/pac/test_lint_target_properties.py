@@ -76,6 +76,9 @@ _js_pieces = st.one_of(
     st.sampled_from(
         ["url.indexOf(", "function FindProxyForURL(u, h) {", "new Date(", "timeRange("]
     ),
+    st.sampled_from(
+        ["isInNetEx(host, ", "::/0", "::ffff:0:0/", "/96", "/1000", "FindProxyForURLEx = "]
+    ),
     st.sampled_from(['"', "'", "`", "\\", "\\\\", "//", "/*", "*/", "\n", "*/api/*", "http://a"]),
     st.text(max_size=5),
 )
@@ -90,7 +93,7 @@ def test_lint_never_raises_and_points_at_real_lines(src: str) -> None:
     lines = src.count("\n") + 1
     for w in found:
         assert 1 <= w.line <= lines, (w, src)
-        assert w.code in ("url-path", "url-port", "name-port", "clock")
+        assert w.code in ("url-path", "url-port", "name-port", "clock", "prefix-family", "ex-entry")
 
 
 @given(st.sampled_from(['shExpMatch(url, "', 'url.indexOf("', "host == '", 'dnsDomainIs(host, "']))
