@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from pac.lint import lint, load_hints
 from pac.loader import Fetched, PacSourceError, check_size, decode_pac, fetch_pac_with
 from proxy.config import DEFAULTS
 
@@ -37,6 +38,8 @@ if TYPE_CHECKING:  # aiohttp is imported when a PAC URL is first fetched
 log = logging.getLogger("airgap.pac")
 
 Validator = Callable[[str], Awaitable[None]]  # raises with a clear message when unusable
+#: Lint findings logged for a new script; the rest are counted (`pac-eval --lint` lists all).
+MAX_LINT_LINES = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +204,9 @@ class PacSource:
         try:
             await self.validate(text)
         except Exception as exc:
-            await self._fail(f"{self.label}: script refused: {exc}")
+            hints = load_hints(text, getattr(exc, "error", None))
+            why = f"{exc} (hint: {'; '.join(hints)})" if hints else str(exc)
+            await self._fail(f"{self.label}: script refused: {why}")
             return False
         recovering = self._failing_since is not None
         event = "loaded" if self._good is None else "refreshed"
@@ -213,7 +218,23 @@ class PacSource:
         self._good = PacSnapshot(text, digest)
         await self.publish(self._good)
         log.info("PAC %s: source=%s sha256=%s bytes=%d", event, self.label, digest[:16], len(text))
+        await self._log_lint(text)
         return True
+
+    async def _log_lint(self, text: str) -> None:
+        """Warn about the new script's rules that do not do what they seem to (the
+        `pac-eval --lint` findings): an operator reads this log, not the script. The lint
+        reads a hostile script's text, so it runs off the event loop."""
+        try:
+            findings = await asyncio.to_thread(lint, text)
+        except Exception as exc:  # a lint bug must not refuse a script that loads
+            log.warning("PAC lint failed: source=%s: %s: %s", self.label, type(exc).__name__, exc)
+            return
+        for finding in findings[:MAX_LINT_LINES]:
+            log.warning("PAC lint: source=%s %s", self.label, finding)
+        if len(findings) > MAX_LINT_LINES:
+            log.warning("PAC lint: source=%s and %d more (pac-eval --lint lists them all)",
+                        self.label, len(findings) - MAX_LINT_LINES)  # fmt: skip
 
     async def _unchanged(self) -> None:
         assert self._good is not None

@@ -4,13 +4,15 @@ the swap, conditional refresh, file permissions (a real aiohttp server on loopba
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
-from proxy.pac_source import PacSettings, PacSnapshot, PacSource
+from pac.engine import load_engine
+from proxy.pac_source import MAX_LINT_LINES, PacSettings, PacSnapshot, PacSource
 
 GOOD = 'function FindProxyForURL(url, host) { return "DIRECT"; }'
 
@@ -176,3 +178,46 @@ async def test_a_charset_whose_codec_raises_is_ignored_not_fatal(server, charset
         assert seen[-1].script == GOOD
     finally:
         await source.close()
+
+
+async def engine_validate(script: str) -> None:
+    """Loads the script into a real engine, as the proxy's validator does (in-process)."""
+    load_engine("dukpy", script).close()
+
+
+async def test_a_script_with_only_findproxyforurlex_is_refused_with_the_rename_hint() -> None:
+    seen: list[PacSnapshot] = []
+    ex_only = 'function FindProxyForURLEx(url, host) { return "DIRECT"; }'
+    await PacSource(None, ex_only, PacSettings(), engine_validate, seen.append).run()
+    error = seen[-1].error or ""
+    assert seen[-1].script is None  # fails closed: every PAC decision is a REJECT
+    assert "script refused: no_entrypoint: FindProxyForURL() is undefined" in error
+    assert "rename it to 'FindProxyForURL'" in error
+
+
+async def test_lint_findings_of_a_new_script_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    script = (
+        "function FindProxyForURL(url, host) {\n"
+        '  if (isInNetEx(host, "::/0")) return "DIRECT";\n'
+        '  return "PROXY p.example:1";\n}'
+    )
+    seen: list[PacSnapshot] = []
+    with caplog.at_level(logging.INFO, logger="airgap.pac"):
+        await PacSource(None, script, PacSettings(), engine_validate, seen.append).run()
+    assert seen[-1].script == script
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warned == [
+        "PAC lint: source=embeddedPac line 2: prefix-family: isInNetEx prefix '::/0' also"
+        " matches every IPv4 address (Chromium compares an IPv4 address as ::ffff:a.b.c.d);"
+        " to match IPv6 addresses only, test for a ':' first"
+    ]
+
+
+async def test_lint_lines_are_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    rules = "".join(f'  if (isInNetEx(host, "::/{n}")) return "DIRECT";\n' for n in range(30))
+    script = f'function FindProxyForURL(url, host) {{\n{rules}  return "PROXY p:1";\n}}'
+    with caplog.at_level(logging.WARNING, logger="airgap.pac"):
+        await PacSource(None, script, PacSettings(), engine_validate, [].append).run()
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == MAX_LINT_LINES + 1
+    assert warned[-1] == "PAC lint: source=embeddedPac and 10 more (pac-eval --lint lists them all)"
