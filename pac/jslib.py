@@ -258,6 +258,7 @@ G.sortIpAddressList = function sortIpAddressList(list) {
 };
 // ::ffff:a.b.c.d as 16 bytes (built with the captured push: the helper is native in
 // Chromium, so a script that redefines Array methods must not change its answers).
+var ASCII_TRIM = /^[ \t\n\v\f\r]+|[ \t\n\v\f\r]+$/g;
 function mappedV6(v4) {
   var out = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255];
   for (var i = 0; i < 4; i++) push(out, v4[i]);
@@ -267,12 +268,15 @@ G.isInNetEx = function isInNetEx(ip, prefix) {
   if (typeof ip !== "string" || typeof prefix !== "string") return null;
   if (!isAscii(ip) || !isAscii(prefix)) return false;
   var addr = parseIp(ip);
-  var slash = apply(strIndexOf, prefix, ["/"]);
-  if (addr === null || slash < 0) return false;
-  var net = parseIp(apply(strSlice, prefix, [0, slash]));
-  var lenText = apply(strSlice, prefix, [slash + 1]);
-  if (net === null || apply(regexExec, /^[0-9]{1,3}$/, [lenText]) === null) return false;
-  var bits = +lenText;
+  if (addr === null) return false;
+  // Chromium's ParseCIDRBlock: exactly one "/", ASCII whitespace around either part
+  // ignored, the length in decimal digits (leading zeros allowed), at most the address's bits.
+  var parts = apply(strSplit, prefix, ["/"]);
+  if (parts.length !== 2) return false;
+  var net = parseIp(apply(strReplace, parts[0], [ASCII_TRIM, ""]));
+  var lenMatch = apply(regexExec, /^0*([0-9]{1,3})$/, [apply(strReplace, parts[1], [ASCII_TRIM, ""])]);
+  if (net === null || lenMatch === null) return false;
+  var bits = +lenMatch[1];
   if (bits > net.length * 8) return false;
   // Mixed families (Chromium's IPAddressMatchesPrefix): the IPv4 side becomes its
   // IPv4-mapped IPv6 form (::ffff:a.b.c.d), and an IPv4 prefix gets 96 more bits. So

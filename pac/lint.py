@@ -92,7 +92,8 @@ class _Lines:
 _ENTRY = re.compile(r"function\s+FindProxyForURL\s*\(\s*([\w$]+)\s*,\s*([\w$]+)\s*\)")
 _EX_ENTRY = re.compile(r"\bfunction\s+FindProxyForURLEx\b|\bFindProxyForURLEx\s*=(?!=)")
 _IS_IN_NET_EX = re.compile(r"\bisInNetEx\b")
-_PREFIX_LEN = re.compile(r"[0-9]{1,10}")  # Chromium: a uint32, then at most 128
+_PREFIX_LEN = re.compile(r"0*([0-9]{1,3})")  # decimal, leading zeros allowed, then <= 128
+_ASCII_SPACE = " \t\n\v\f\r"
 #: IPv4 addresses as Chromium's isInNetEx compares them with an IPv6 prefix.
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 # A string literal on one line. A backslash is only ever read as an escape (`[^\\\n]`
@@ -126,14 +127,18 @@ def v4_covered(prefix: str) -> ipaddress.IPv4Network | None:
     Chromium (IPAddressMatchesPrefix) turns an IPv4 address into `::ffff:a.b.c.d` before
     comparing it with an IPv6 prefix, so any prefix that overlaps `::ffff:0:0/96` covers
     IPv4 addresses: all of them up to /96 (`::/0` .. `::/80`, `::ffff:0:0/96`), part of
-    them beyond (`::ffff:10.0.0.0/104` is 10.0.0.0/8). The text is read as Chromium's
-    ParseCIDRBlock reads it (whitespace around either part ignored).
+    them beyond (`::ffff:10.0.0.0/104` is 10.0.0.0/8). The text is read as the helper
+    reads it, which is Chromium's ParseCIDRBlock (ASCII whitespace around either part
+    ignored, leading zeros in the length).
     """
-    addr_text, sep, len_text = prefix.partition("/")
-    addr_text, len_text = addr_text.strip(), len_text.strip()
-    if not sep or ":" not in addr_text or not _PREFIX_LEN.fullmatch(len_text):
+    parts = prefix.split("/")
+    if len(parts) != 2 or not prefix.isascii():  # the helper refuses non-ASCII text
         return None
-    bits = int(len_text)
+    addr_text, len_text = (part.strip(_ASCII_SPACE) for part in parts)
+    length = _PREFIX_LEN.fullmatch(len_text)
+    if ":" not in addr_text or length is None:
+        return None
+    bits = int(length.group(1))
     try:
         net = ipaddress.IPv6Network(f"{addr_text}/{bits}", strict=False)
     except ValueError:

@@ -161,6 +161,10 @@ def codes(src: str) -> list[tuple[int, str]]:
         ("::ffff:10.1.2.3/128", "10.1.2.3/32"),
         (" ::/0 ", "0.0.0.0/0"),  # Chromium trims whitespace around each part
         (":: / 0", "0.0.0.0/0"),
+        ("::/00000080", "0.0.0.0/0"),  # leading zeros in the length
+        ("::/0/0", None),
+        ("::/\u00a00", None),  # non-ASCII: the helper answers false
+        ("::/+0", None),
         ("::ffff:0:0/129", None),
         ("2000::/3", None),
         ("fd00::/8", None),
@@ -180,7 +184,8 @@ def test_v4_covered(prefix: str, covered: str | None) -> None:
 def test_v4_covered_agrees_with_the_helper() -> None:
     """The lint's reading of a prefix and the helper's answer for IPv4 addresses match."""
     prefixes = ["::/0", "::/80", "::/81", "::/96", "::ffff:0:0/96", "::ffff:10.0.0.0/104",
-                "::ffff:10.1.2.3/128", "2000::/3", "::fffe:0:0/95"]  # fmt: skip
+                "::ffff:10.1.2.3/128", "2000::/3", "::fffe:0:0/95", " ::/ 0", "::/0080",
+                "::/0/0", "::/+0", "::ffff:0:0/0129"]  # fmt: skip
     addrs = ["10.1.2.3", "10.200.0.1", "192.0.2.1"]
     probe = "function FindProxyForURL(u, h) { return String(eval(h)); }"
     for engine in ENGINES:

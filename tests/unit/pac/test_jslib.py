@@ -151,6 +151,19 @@ def test_isplainhostname_requires_a_string(js: Callable[..., Any]) -> None:
         ('isInNetEx("2001:db8::1", "::/0")', True),
         ('isInNetEx("10.1.2.3", "10.0.0.0/8")', True),
         ('isInNetEx("10.1.2.3", "10.0.0.0/33")', False),
+        # The prefix as Chromium's ParseCIDRBlock reads it: ASCII whitespace around either
+        # part is ignored, the length may have leading zeros; one "/", digits only.
+        ('isInNetEx("10.1.2.3", " 10.0.0.0 / 8 ")', True),
+        ('isInNetEx("10.1.2.3", "10.0.0.0/\\t08\\n")', True),
+        ('isInNetEx("10.1.2.3", "10.0.0.0/0000000008")', True),
+        ('isInNetEx("10.1.2.3", "10.0.0.0/0033")', False),
+        ('isInNetEx("10.1.2.3", "10.0.0.0/8/8")', False),
+        ('isInNetEx("10.1.2.3", "10.0.0.0/+8")', False),
+        ('isInNetEx("10.1.2.3", "10.0.0.0/")', False),
+        ('isInNetEx("10.1.2.3", "10.0.0.0")', False),
+        ('isInNetEx("10.1.2.3", "10.0.0.0/\\u00a08")', False),  # non-ASCII: false
+        ('isInNetEx(" 10.1.2.3", "10.0.0.0/8")', False),  # the address is not trimmed
+        ('isInNetEx("10.1.2.3", " ::/0")', True),
         ('isInNetEx("one.example", "192.0.2.0/24")', False),  # literals only, no DNS
         ('isInNetEx(1, "10.0.0.0/8")', None),
         (
