@@ -176,3 +176,18 @@ async def test_a_charset_whose_codec_raises_is_ignored_not_fatal(server, charset
         assert seen[-1].script == GOOD
     finally:
         await source.close()
+
+
+async def test_file_source_from_a_configmap_volume_and_a_swappable_one(tmp_path: Path) -> None:
+    from tests.configmap import write_volume
+
+    root = tmp_path / "policy"
+    write_volume(root, {"proxy.pac": GOOD})
+    root.chmod(0o755)  # the kubelet's 0777 is safe only on its read-only mount
+    seen: list[PacSnapshot] = []
+    source = _source(f"file://{root}/proxy.pac", seen)
+    assert await source.refresh_once()
+    assert seen[-1].script == GOOD
+    root.chmod(0o777)  # now anyone could repoint ..data at a script of theirs
+    assert not await source.refresh_once()
+    assert f"its directory {root} is writable by group or others" in (seen[-1].error or "")
