@@ -10,6 +10,9 @@
 #
 # Usage:  entrypoint.sh [extra `airgap-proxy run` options...]
 #         entrypoint.sh healthcheck     (ready: rules applied and the proxy listening)
+#         entrypoint.sh rules           (step 1 alone, then exit 0: a Kubernetes init
+#                                        container; the proxy runs in a container of its own
+#                                        as its uid, exempt by --proxy-uid in AIRGAP_IPTABLES_ARGS)
 #
 # Environment, with defaults:
 #   AIRGAP_CONFIG=/etc/airgap-proxy/admin-settings.json
@@ -102,6 +105,10 @@ if ! firewall apply --config "$config" $guard; then
   exit 1
 fi
 touch "$state/rules-applied"
+if [ "${1:-}" = "rules" ]; then
+  log "rules applied; the proxy is started elsewhere"
+  exit 0
+fi
 
 # The proxy's argument list: `run`, the listeners, then whatever was passed to us.
 set -- run --config "$config" --mark "$mark" "$@"

@@ -149,6 +149,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " must listen on IF's primary address",
     )
     parser.add_argument(
+        "--forwarded-only",
+        action="store_true",
+        help="with --from-interface: police only traffic from those interfaces, not this"
+        " host's own (a node-wide proxy on the pods' bridge)",
+    )
+    parser.add_argument(
         "--block-unredirected",
         action="store_true",
         help="leak guard: reject unredirected TCP to transparent ports, UDP except DNS to"
@@ -236,6 +242,7 @@ def build_spec(args: argparse.Namespace) -> FirewallSpec:
             from_interfaces=tuple(args.from_interface),
             ipv6="drop" if IF_INET6.exists() else "absent",
             lockdown=True,
+            forwarded_only=args.forwarded_only,
         )
     ipv6 = ipv6_mode(args.ipv6, args.backend)
     uids = [*([args.proxy_uid] if args.proxy_uid is not None else []), *args.exclude_uid]
@@ -271,6 +278,7 @@ def build_spec(args: argparse.Namespace) -> FirewallSpec:
         upstreams=upstreams,
         local_addresses=namespace_addresses(upstreams),
         ipv6=ipv6,
+        forwarded_only=args.forwarded_only,
     )
     for name in spec.from_interfaces:
         note_interface(name, spec.proxy_port, ipv6)
@@ -421,6 +429,12 @@ def describe(spec: FirewallSpec) -> str:
 
 def summary(spec: FirewallSpec) -> str:
     """One line about the rule set."""
+    if spec.lockdown and spec.forwarded_only:
+        return (
+            "lockdown: everything forwarded from "
+            + ",".join(spec.from_interfaces)
+            + (" is rejected")
+        )
     if spec.lockdown:
         return "lockdown: everything that would leave this host is rejected"
     if spec.ports is None:
@@ -432,7 +446,9 @@ def summary(spec: FirewallSpec) -> str:
     parts = [f"{ports} -> proxy port {spec.proxy_port}", f"mark {spec.mark:#x} exempt"]
     if spec.exclude_uids:
         parts.append("uids " + ",".join(map(str, spec.exclude_uids)) + " exempt")
-    if spec.from_interfaces:
+    if spec.forwarded_only:
+        parts.append("only from " + ",".join(spec.from_interfaces) + "; this host's own not")
+    elif spec.from_interfaces:
         parts.append("also from " + ",".join(spec.from_interfaces))
     parts.append("leak guard on" if spec.block_unredirected else "leak guard off")
     local_ports = spec.local_upstream_ports

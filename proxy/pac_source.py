@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import socket
 import ssl
 import stat
@@ -31,6 +32,7 @@ from urllib.parse import unquote, urlsplit
 from pac.lint import lint, load_hints
 from pac.loader import Fetched, PacSourceError, check_size, decode_pac, fetch_pac_with
 from proxy.config import DEFAULTS
+from rules.policy_path import unsafe_path_reason
 
 if TYPE_CHECKING:  # aiohttp is imported when a PAC URL is first fetched
     import aiohttp
@@ -86,13 +88,17 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def check_not_writable_by_others(path: Path) -> None:
-    """A policy file others can write is no policy: refuse it (as for the config file)."""
-    info = path.stat()
+def check_not_writable_by_others(path: Path, info: os.stat_result) -> None:
+    """A policy file others can change is no policy: refuse it (as for the config file).
+
+    `info` is the fstat of the file as opened, so the file checked is the file read; the
+    directories on its path count too (a ConfigMap's read-only symlink chain passes).
+    """
     if not stat.S_ISREG(info.st_mode):
         raise PacSourceError(f"{path}: not a regular file")
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise PacSourceError(f"{path}: writable by group or others (chmod go-w)")
+    unsafe = unsafe_path_reason(str(path), info)
+    if unsafe is not None:
+        raise PacSourceError(f"{path}: {unsafe} (chmod go-w)")
 
 
 def local_path(source: str) -> Path | None:
@@ -271,8 +277,11 @@ class PacSource:
 
     def _read_file(self, path: Path) -> str:
         try:
-            check_not_writable_by_others(path)
-            with path.open("rb") as f:
+            # O_NONBLOCK: a FIFO put in the PAC's place must not hang the open; the
+            # check that follows refuses anything but a regular file.
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+            with os.fdopen(fd, "rb") as f:
+                check_not_writable_by_others(path, os.fstat(fd))
                 data = f.read(self.settings.max_bytes + 1)
         except OSError as exc:
             raise PacSourceError(f"{path}: {exc.strerror or exc}") from None

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from rules.errors import ConfigError
 from rules.exclude import ExcludeMatcher, NamePattern, parse_entry, split_entries
 from rules.names import canonical_hostname, is_ip_literal
+from rules.policy_path import unsafe_path_reason
 from rules.ports import parse_transparent_ports
 from rules.proxy_url import ProxyURLError, parse_proxy_url, redact
 from rules.settings import EXPECTED, KEYS, ContainersProxyConfig, RawContainersProxy
@@ -36,8 +37,8 @@ def load_config(path: str | Path) -> ContainersProxyConfig:
     """Read and validate a config file; ConfigError on any problem, including unsafe modes.
 
     The checks run on the opened file descriptor, so a file swapped after the check is not
-    read. Symlinks are followed (Kubernetes mounts ConfigMaps through them); the mode that
-    counts is the target's.
+    read. Symlinks are followed (Kubernetes mounts ConfigMaps through them): the modes that
+    count are the target's and those of every directory on the way (rules/policy_path.py).
     """
     source = str(path)
     try:
@@ -49,10 +50,10 @@ def load_config(path: str | Path) -> ContainersProxyConfig:
         os.close(fd)
         raise ConfigError(f"{source}: not a regular file")
     with os.fdopen(fd, "rb") as f:
-        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        unsafe = unsafe_path_reason(source, st)
+        if unsafe is not None:
             raise ConfigError(
-                f"{source}: writable by group or others (mode {stat.S_IMODE(st.st_mode):04o});"
-                " the policy file is a security boundary: chmod go-w it"
+                f"{source}: {unsafe}; the policy file is a security boundary: chmod go-w it"
             )
         data = f.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:

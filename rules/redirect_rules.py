@@ -109,6 +109,9 @@ class FirewallSpec:
     families, so its port is guarded on all of them (`local_upstream_ports`) instead of on
     the one address configured.
     `lockdown` replaces everything with reject-all (what a dead proxy leaves behind).
+    `forwarded_only` polices only what arrives on `from_interfaces` (a node's pod bridge):
+    this host's own traffic, the proxy's included, is neither redirected nor guarded, so
+    nothing of the host's (its kubelet, its overlay tunnels) goes through the proxy.
     """
 
     ports: PortRanges | None = ((80, 80), (443, 443))
@@ -122,8 +125,11 @@ class FirewallSpec:
     local_addresses: tuple[str, ...] = ()
     ipv6: IPv6Mode = "redirect"
     lockdown: bool = False
+    forwarded_only: bool = False
 
     def __post_init__(self) -> None:
+        if self.forwarded_only and not self.from_interfaces:
+            raise FirewallError("forwarded-only rules need at least one --from-interface")
         _check_port(self.proxy_port, "proxy port")
         if self.ports is not None:
             for lo, hi in self.ports:
@@ -241,7 +247,8 @@ def chain_rules(spec: FirewallSpec, family: Family) -> dict[str, list[Rule]]:
         return {}
     chains: dict[str, list[Rule]] = {}
     if spec.guarded:
-        chains[GUARD_OUT] = _guard_rules(spec, family, forward=False)
+        if not spec.forwarded_only:
+            chains[GUARD_OUT] = _guard_rules(spec, family, forward=False)
         if spec.from_interfaces:
             chains[GUARD_FWD] = _guard_rules(spec, family, forward=True)
             chains[GUARD_IN] = _guard_input_rules(spec, family)
@@ -249,7 +256,8 @@ def chain_rules(spec: FirewallSpec, family: Family) -> dict[str, list[Rule]]:
         chains = {name: rules for name, rules in chains.items() if rules}
     redirecting = not spec.lockdown and not (family == "ipv6" and spec.ipv6 == "drop")
     if redirecting:
-        chains[NAT_OUT] = _nat_output_rules(spec, family)
+        if not spec.forwarded_only:
+            chains[NAT_OUT] = _nat_output_rules(spec, family)
         if spec.from_interfaces:
             chains[NAT_PRE] = _nat_prerouting_rules(spec)
     return chains

@@ -399,3 +399,20 @@ def test_explain_client_reproduces_a_my_ip_address_rule(tmp_path: Path) -> None:
 def test_explain_refuses_a_bad_resolve(item: str) -> None:
     out = _explain("www.example.org:443", "--resolve", item)
     assert out.returncode == 2 and "--resolve" in out.stderr
+
+
+def test_iptables_forwarded_only_shows_no_output_rules_and_needs_an_interface(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A node-wide proxy: only the bridge's traffic; `show` prints no OUTPUT jump at all.
+    from proxy.cli import main
+
+    base = ["iptables", "show", "--transparent-ports", "80,443", "--ipv6", "drop"]
+    base += ["--block-unredirected", "--dns-server", "192.0.2.53", "--forwarded-only"]
+    assert main([*base, "--from-interface", "cni0"]) == 0
+    out = capsys.readouterr()
+    assert "only from cni0; this host's own not" in out.out
+    assert "-I PREROUTING 1 -j AIRGAP-NAT-PRE" in out.out and "FORWARD 1" in out.out
+    assert "OUTPUT" not in out.out.replace("# airgap", "")
+    assert main(base) == 2
+    assert "forwarded-only rules need at least one --from-interface" in capsys.readouterr().err

@@ -221,3 +221,16 @@ async def test_lint_lines_are_bounded(caplog: pytest.LogCaptureFixture) -> None:
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warned) == MAX_LINT_LINES + 1
     assert warned[-1] == "PAC lint: source=embeddedPac and 10 more (pac-eval --lint lists them all)"
+async def test_file_source_from_a_configmap_volume_and_a_swappable_one(tmp_path: Path) -> None:
+    from tests.configmap import write_volume
+
+    root = tmp_path / "policy"
+    write_volume(root, {"proxy.pac": GOOD})
+    root.chmod(0o755)  # the kubelet's 0777 is safe only on its read-only mount
+    seen: list[PacSnapshot] = []
+    source = _source(f"file://{root}/proxy.pac", seen)
+    assert await source.refresh_once()
+    assert seen[-1].script == GOOD
+    root.chmod(0o777)  # now anyone could repoint ..data at a script of theirs
+    assert not await source.refresh_once()
+    assert f"its directory {root} is writable by group or others" in (seen[-1].error or "")

@@ -6,6 +6,7 @@ the properties that would otherwise only show up as a silent hole.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import pytest
@@ -568,3 +569,43 @@ def test_unreadable_namespace_addresses_refuse_rather_than_guess_remote(
 
     monkeypatch.setattr(apply_side, "run", some_ip)
     assert apply_side.namespace_addresses([("198.51.100.2", 3128)]) == ("198.51.100.2", "fe80::1")
+
+
+# ---------------------------------------------------------------- forwarded only (a node)
+
+
+def test_forwarded_only_leaves_this_hosts_own_traffic_alone() -> None:
+    # A node-wide proxy on the pods' bridge: the node's kubelet, image pulls and overlay
+    # tunnels (UDP, IPIP) must neither go to the proxy nor meet the guard in OUTPUT.
+    spec = replace(FULL, forwarded_only=True)
+    for family in ("ipv4", "ipv6"):
+        chains = chain_rules(spec, family)
+        assert set(chains) == {GUARD_FWD, NAT_PRE}
+        assert chains[NAT_PRE] == chain_rules(FULL, family)[NAT_PRE]
+        assert chains[GUARD_FWD] == chain_rules(FULL, family)[GUARD_FWD]
+    text = iptables_restore(spec, "ipv4", EMPTY)
+    assert "-j AIRGAP-NAT-OUT" not in text and "-j AIRGAP-GUARD-OUT" not in text
+    nft = nft_ruleset(spec)
+    assert "hook output" not in nft and "hook forward" in nft and "hook prerouting" in nft
+
+
+def test_forwarded_only_lockdown_rejects_only_what_is_forwarded() -> None:
+    chains = chain_rules(replace(FULL, forwarded_only=True, lockdown=True), "ipv4")
+    assert set(chains) == {GUARD_FWD}
+    assert [r.verdict for r in chains[GUARD_FWD]] == ["reject"]
+
+
+def test_forwarded_only_needs_an_interface() -> None:
+    with pytest.raises(FirewallError, match="need at least one --from-interface"):
+        FirewallSpec(forwarded_only=True)
+
+
+def test_reapplying_forwarded_only_drops_the_earlier_output_jumps() -> None:
+    # what iptables-save shows after the earlier apply: the jumps appended, not inserted
+    earlier = re.sub(r"-I (\w+) 1 ", r"-A \1 ", iptables_restore(FULL, "ipv4", EMPTY))
+    text = iptables_restore(replace(FULL, forwarded_only=True), "ipv4", parse_saved(earlier))
+    for chain, builtin in ((GUARD_OUT, "OUTPUT"), (NAT_OUT, "OUTPUT")):
+        assert f"-D {builtin} -j {chain}" in text and f"-X {chain}" in text
+        assert f"-I {builtin} 1 -j {chain}" not in text
+    assert "-I FORWARD 1 -j AIRGAP-GUARD-FWD" in text
+    assert "-I PREROUTING 1 -j AIRGAP-NAT-PRE" in text
