@@ -7,12 +7,14 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections import Counter
 
 import pytest
 
 from tests.e2e import harness as h
 from tests.e2e.test_pac_proxying import in_use, pac_config, wait_script
 from tests.e2e.test_upstreams_and_limits import _children
+from tests.fuzz.network import fuzz_listener
 
 pytestmark = pytest.mark.e2e
 
@@ -63,3 +65,32 @@ def test_a_restarted_pac_worker_takes_no_connection_before_its_script_is_in_forc
     assert "PAC not loaded yet" not in proxy.log_text()
     replacement = [p for p in _children(proxy.proc.pid) if p != victim]
     assert len(replacement) == 2
+
+
+#: Names go DIRECT only under allowed.example; every other connection is REJECTed.
+ONLY_ALLOWED = {
+    "configurationFileVersion": 2,
+    "containersProxy": {"mode": "manual", "exclude": ["allowed.example"], "transparentPorts": "*"},
+}
+
+
+def test_fuzzed_hellos_and_heads_through_the_listener_open_no_way_through(
+    start_proxy, origins
+) -> None:
+    """Mutated ClientHellos and request heads, addressed to a host no rule allows: none
+    reaches it, the allowed origin is reached at most as often as an input names it (by the
+    proxy's own sniffer), none hangs, and the proxy answers a probe right after."""
+    proxy = start_proxy(ONLY_ALLOWED, "--workers", "2", "--peek-timeout", "2")
+    before = Counter(origins.hits)
+    result = fuzz_listener(
+        lambda port: h.client_socket(h.ORIGIN_EVIL, port), "allowed.example", 1500, 90
+    )
+    hits = Counter(origins.hits) - before
+    assert result.inputs == 1500, result
+    assert result.allowed_names > 0, "no input named the allowed host: the oracle was idle"
+    assert "hang" not in result.outcomes, result
+    assert not any(ip == h.ORIGIN_EVIL for ip, _ in hits), hits
+    allowed = sum(n for (ip, _), n in hits.items() if ip == h.ORIGIN_A)
+    assert allowed <= result.allowed_names, (hits, result)
+    assert proxy.proc is not None and proxy.proc.poll() is None
+    assert h.origin_of(h.tls_probe(h.ORIGIN_A, 443, "allowed.example")) == f"{h.ORIGIN_A}:443"
