@@ -3,6 +3,8 @@
 #   ./dev.sh run    install what running needs, then run the proxy on its bundled default policy
 #   ./dev.sh test   install what the tests need, then run every test (what CI runs)
 #   ./dev.sh bench  install what the benchmarks need, then run the benchmark suite (args go to it)
+#   ./dev.sh fuzz   install what the tests need, then fuzz the parsers (args go to tests.fuzz)
+#   ./dev.sh soak   install what the tests need, then run benchmarks/soak.py (args go to it)
 #   ./dev.sh setup  install what the tests need, and nothing else
 #
 # Python packages go into a virtual environment of this checkout's own, `.venv/` (git ignores
@@ -157,8 +159,16 @@ case "$cmd" in
     setup bench
     exec "$VENV/bin/python" benchmarks/run.py "$@"
     ;;
+  fuzz)
+    setup test
+    exec "$VENV/bin/python" -m tests.fuzz "$@"
+    ;;
+  soak)
+    setup test
+    exec "$VENV/bin/python" benchmarks/soak.py "$@"
+    ;;
   *)
-    echo "usage: ./dev.sh run|test|bench|setup [args...]" >&2
+    echo "usage: ./dev.sh run|test|bench|fuzz|soak|setup [args...]" >&2
     exit 2
     ;;
 esac

@@ -61,9 +61,12 @@ class _ControlReader(asyncio.Protocol):
     """A worker's end of the control pipe: snapshot lines in, EOF means stop."""
 
     def __init__(self, on_snapshot: Callable[[PacSnapshot], Awaitable[None]] | None,
-                 stop: asyncio.Event) -> None:  # fmt: skip
+                 stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:  # fmt: skip
         self.on_snapshot = on_snapshot
         self.stop = stop
+        #: Set once the first snapshot is in force (the supervisor sends the current one
+        #: first): the worker listens only then.
+        self.ready = ready
         self.buf = bytearray()
         self.stopping = False
         #: Snapshot swaps under way (each removes itself when done: a long PAC outage
@@ -93,6 +96,9 @@ class _ControlReader(asyncio.Protocol):
                 task = asyncio.ensure_future(self.on_snapshot(message))
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
+                if self.ready is not None:  # swaps run in order: the first one ends first
+                    task.add_done_callback(_setter(self.ready))
+                    self.ready = None
 
     def eof_received(self) -> bool:
         return False
@@ -103,14 +109,22 @@ class _ControlReader(asyncio.Protocol):
             self.stop.set()
 
 
+def _setter(event: asyncio.Event) -> Callable[[asyncio.Future[None]], None]:
+    """A done-callback that sets `event`."""
+    return lambda _task: event.set()
+
+
 def control_reader(
-    fd: int, on_snapshot: Callable[[PacSnapshot], Awaitable[None]] | None
+    fd: int,
+    on_snapshot: Callable[[PacSnapshot], Awaitable[None]] | None,
+    ready: asyncio.Event | None = None,
 ) -> Callable[[asyncio.Event], Coroutine[None, None, None]]:
-    """A `serve()` background job that follows the supervisor's control pipe."""
+    """A `serve()` background job that follows the supervisor's control pipe; `ready` is
+    set when the first snapshot it brought is in force (`serve()` listens only then)."""
 
     async def follow(stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
-        reader = _ControlReader(on_snapshot, stop)
+        reader = _ControlReader(on_snapshot, stop, ready)
         transport, _ = await loop.connect_read_pipe(lambda: reader, os.fdopen(fd, "rb"))
         try:
             await stop.wait()

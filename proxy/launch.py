@@ -115,11 +115,17 @@ async def run_worker(
         policy = policy.with_pac_decider(decider)
         if control_fd is None:
             background.append(_guarded(make_source(cfg, pac, decider.set_snapshot)))
+    ready: asyncio.Event | None = None
     if control_fd is not None:
         on_snapshot = decider.set_snapshot if decider is not None else None
-        background.append(control_reader(control_fd, on_snapshot))
+        # A supervised PAC worker listens once the supervisor's current script is loaded
+        # (a restarted one would otherwise reject "PAC not loaded yet" meanwhile).
+        ready = asyncio.Event() if decider is not None else None
+        background.append(control_reader(control_fd, on_snapshot, ready))
     try:
-        return await serve(settings, policy, policy.transparent_ports, resolver, background)
+        return await serve(
+            settings, policy, policy.transparent_ports, resolver, background, ready
+        )
     finally:
         if decider is not None:
             await decider.aclose()

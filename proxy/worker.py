@@ -87,11 +87,15 @@ async def serve(
     transparent_ports: Container[int],
     resolver: NameResolver | None = None,
     background: Sequence[Background] = (),
+    ready: asyncio.Event | None = None,
 ) -> int:
     """Run one worker until SIGTERM/SIGINT, then drain. Returns the exit status.
 
     `background` coroutines (PAC refresh, the supervisor's control pipe) run while the
-    worker serves; each gets the stop event, so it can also end the worker.
+    worker serves; each gets the stop event, so it can also end the worker. They start
+    before the listeners, and with `ready` the listeners open only once it is set: a
+    worker started beside others joins their SO_REUSEPORT group only when its policy is in
+    force, so until then the kernel gives every connection to the others.
     """
     loop = asyncio.get_running_loop()
     ctx = ProxyContext(
@@ -111,13 +115,22 @@ async def serve(
         loop.add_signal_handler(signum, stop.set)
     # A worker starts with these blocked (proxy.supervisor): one sent early is handled now.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    tasks = [loop.create_task(job(stop)) for job in background]
+    if ready is not None:
+        await _first(ready, stop)
+    if stop.is_set():  # stopped before it was ready: nothing was accepted, nothing to drain
+        await _cancel(tasks)
+        log.info("stopped")
+        return 0
     try:
         servers = await _listen(settings, ctx)
     except OSError as exc:
         print(f"airgap-proxy: cannot listen: {exc}", file=sys.stderr)
+        await _cancel(tasks)
         return 1
     if not servers:
         print("airgap-proxy: no listener could be opened", file=sys.stderr)
+        await _cancel(tasks)
         return 1
     for server in servers:
         for sock in server.sockets:
@@ -130,8 +143,7 @@ async def serve(
             await asyncio.sleep(sweep_every)
             ctx.sweep_idle()
 
-    tasks = [loop.create_task(sweeper())]
-    tasks += [loop.create_task(job(stop)) for job in background]
+    tasks.append(loop.create_task(sweeper()))
     await stop.wait()
     log.info("stopping: no new connections; draining %d open ones", len(ctx.active))
     for server in servers:
@@ -143,8 +155,22 @@ async def serve(
         conn.abort("cut at the end of the drain timeout")
     ctx.peeking.close()
     await asyncio.sleep(0)
+    await _cancel(tasks)
+    log.info("stopped")
+    return 0
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Return once any of `events` is set."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def _cancel(tasks: Sequence[asyncio.Task[None]]) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    log.info("stopped")
-    return 0

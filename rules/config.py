@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,29 @@ from rules.ports import parse_transparent_ports
 from rules.proxy_url import ProxyURLError, parse_proxy_url, redact
 from rules.settings import EXPECTED, KEYS, ContainersProxyConfig, RawContainersProxy
 
-__all__ = ["ConfigError", "ContainersProxyConfig", "load_config", "parse_config_text"]
+__all__ = [
+    "ConfigError",
+    "ContainersProxyConfig",
+    "load_config",
+    "parse_config_bytes",
+    "parse_config_text",
+]
 
 SUPPORTED_VERSIONS = (2,)
 MAX_FILE_BYTES = 16 * 1024 * 1024
 SECTION = "containersProxy"
+#: Longest refusal message: values are quoted in them, and a file may hold a huge one.
+MAX_MESSAGE = 600
 _BOM = "\ufeff"
+#: Byte order marks of the encodings a JSON file must not be in (longest first: UTF-32 LE
+#: starts with the UTF-16 LE mark).
+_FOREIGN_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def load_config(path: str | Path) -> ContainersProxyConfig:
@@ -56,8 +74,18 @@ def load_config(path: str | Path) -> ContainersProxyConfig:
                 f"{source}: {unsafe}; the policy file is a security boundary: chmod go-w it"
             )
         data = f.read(MAX_FILE_BYTES + 1)
+    return parse_config_bytes(data, source)
+
+
+def parse_config_bytes(data: bytes, source: str) -> ContainersProxyConfig:
+    """Validate a config file's bytes (sans-IO): size, encoding, then `parse_config_text`."""
     if len(data) > MAX_FILE_BYTES:
         raise ConfigError(f"{source}: larger than {MAX_FILE_BYTES} bytes")
+    for bom, encoding in _FOREIGN_BOMS:
+        if data.startswith(bom):
+            raise ConfigError(
+                f"{source}: encoded as {encoding} (byte order mark); save it as UTF-8"
+            )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -66,7 +94,36 @@ def load_config(path: str | Path) -> ContainersProxyConfig:
 
 
 def parse_config_text(text: str, source: str) -> ContainersProxyConfig:
-    """Validate config text: a whole admin-settings.json or a bare `containersProxy` object."""
+    """Validate config text: a whole admin-settings.json or a bare `containersProxy` object.
+
+    Every refusal is a ConfigError of one line, at most MAX_MESSAGE characters: the message
+    quotes values from the file, which may be huge or hold control characters.
+    """
+    try:
+        return _parse(text, source)
+    except ConfigError as exc:
+        raise ConfigError(_bounded(str(exc))) from None
+
+
+def _bounded(message: str) -> str:
+    """One line of bounded length (the key is at the start, so cutting the end keeps it)."""
+    message = message.replace("\r", "\\r").replace("\n", "\\n")
+    if len(message) <= MAX_MESSAGE:
+        return message
+    return f"{message[:MAX_MESSAGE]}... (message cut: {len(message)} characters)"
+
+
+def _show_key(key: str) -> str:
+    """A key from the file as it can be printed: plain names as they are, others quoted
+    (escaped: a key may hold newlines, escape sequences or unpaired surrogates) and cut."""
+    if _PLAIN_KEY.fullmatch(key):
+        return key
+    if len(key) > 40:
+        return f"{key[:40]!r}... ({len(key)} characters)"
+    return repr(key)
+
+
+def _parse(text: str, source: str) -> ContainersProxyConfig:
     warnings: list[str] = []
     if text.startswith(_BOM):
         text = text[1:]
@@ -76,6 +133,7 @@ def parse_config_text(text: str, source: str) -> ContainersProxyConfig:
         raise ConfigError(f"{source}: expected a JSON object at top level, got {_kind(doc)}")
     section, where = _find_section(doc, source)
     _check_duplicates(section, where, source)
+    _check_unicode(section, where, source)
     try:
         raw = RawContainersProxy.model_validate(section)
     except ValidationError as exc:
@@ -113,8 +171,43 @@ def _load_json(text: str, source: str) -> Any:
         raise ConfigError(
             f"{source}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from None
-    except (ValueError, RecursionError) as exc:
-        raise ConfigError(f"{source}: invalid JSON: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # a constant (NaN, Infinity), or an integer of too many digits
+        what = "a number has too many digits" if "digits" in str(exc) else str(exc)
+        raise ConfigError(f"{source}: invalid JSON: {what}") from None
+
+
+def _surrogate(text: str) -> str | None:
+    """The first unpaired surrogate in `text` (a JSON escape such as \\ud800 decodes to one),
+    or None. It is not a character: it cannot be encoded, printed or matched as text."""
+    return next((c for c in text if "\ud800" <= c <= "\udfff"), None)
+
+
+def _check_unicode(section: dict[str, Any], where: str, source: str) -> None:
+    """Refuse any key or string in the section that holds an unpaired surrogate, naming the
+    key; iterative, because the nesting may be as deep as the JSON decoder allowed."""
+    stack: list[tuple[str, Any]] = [(where, section)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                bad = _surrogate(key)
+                if bad is not None:
+                    raise ConfigError(
+                        f"{source}: {path}.{_show_key(key)}: the key holds an unpaired surrogate"
+                        f" ({ascii(bad)[1:-1]}), which is not a Unicode character"
+                    )
+                stack.append((f"{path}.{_show_key(key)}", item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
+        elif isinstance(value, str):
+            bad = _surrogate(value)
+            if bad is not None:
+                raise ConfigError(
+                    f"{source}: {path}: the string holds an unpaired surrogate"
+                    f" ({ascii(bad)[1:-1]}), which is not a Unicode character"
+                )
 
 
 def _kind(value: Any) -> str:
@@ -137,7 +230,7 @@ def _find_section(doc: dict[str, Any], source: str) -> tuple[Any, str]:
     whole_file = SECTION in doc or "configurationFileVersion" in doc
     if not whole_file:
         if doc and not set(doc) & set(KEYS):
-            found = ", ".join(repr(k) for k in list(doc)[:5])
+            found = ", ".join(repr(k) if len(k) <= 40 else f"{k[:40]!r}..." for k in list(doc)[:5])
             raise ConfigError(
                 f"{source}: no '{SECTION}' object found (top-level keys: {found}; expected an"
                 f" admin-settings.json with a '{SECTION}' key, or a bare {SECTION} object"
@@ -168,16 +261,20 @@ def _find_section(doc: dict[str, Any], source: str) -> tuple[Any, str]:
 def _check_duplicates(section: Any, where: str, source: str) -> None:
     dups = getattr(section, "duplicates", [])
     if dups:
-        raise ConfigError(f"{source}: {where}.{dups[0]}: key appears more than once")
+        raise ConfigError(f"{source}: {where}.{_show_key(dups[0])}: key appears more than once")
 
 
 def _validation_message(exc: ValidationError, section: dict[str, Any], where: str, src: str) -> str:
     """Turn pydantic's first error into one sentence about the JSON key."""
     err = exc.errors()[0]
     loc = err["loc"]
-    key = str(loc[0])
+    if not loc or not isinstance(loc[0], str):  # not about one key: still one message
+        return f"{src}: {where}: {err['msg']}"
+    key = loc[0]
     if err["type"] == "extra_forbidden":
-        return f"{src}: {where}.{key}: unknown key (allowed: {', '.join(KEYS)})"
+        return f"{src}: {where}.{_show_key(key)}: unknown key (allowed: {', '.join(KEYS)})"
+    if key not in EXPECTED:
+        return f"{src}: {where}.{_show_key(key)}: {err['msg']}"
     if err["type"] == "missing":
         return f"{src}: {where}.{key}: required"
     value = section.get(key)

@@ -416,3 +416,25 @@ def test_iptables_forwarded_only_shows_no_output_rules_and_needs_an_interface(
     assert "OUTPUT" not in out.out.replace("# airgap", "")
     assert main(base) == 2
     assert "forwarded-only rules need at least one --from-interface" in capsys.readouterr().err
+@pytest.mark.parametrize("command", ["run", "explain"])
+def test_a_lone_surrogate_key_is_one_message_and_exit_2(tmp_path: Path, command: str) -> None:
+    """The JSON escape of an unpaired surrogate as a key: the loader's one message naming the
+    key, no traceback, for both commands that read the policy."""
+    path = tmp_path / "admin-settings.json"
+    path.write_text('{"configurationFileVersion": 2, "containersProxy": {"\\ud800": 1}}')
+    path.chmod(0o600)
+    args = ["--config", str(path), *(["example.com:443"] if command == "explain" else [])]
+    if command == "run":  # a port of its own: the run must fail on the config, not the port
+        args += ["--listen", "127.0.0.1:0"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "proxy.cli", command, *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "containersProxy.'\\ud800': the key holds an unpaired surrogate" in lines[0]

@@ -30,3 +30,26 @@ def test_finished_snapshot_swaps_are_not_kept() -> None:
     left = asyncio.run(scenario())
     assert len(seen) == 200
     assert left == 0
+
+
+def test_ready_is_set_only_once_the_first_snapshot_is_in_force() -> None:
+    """A supervised PAC worker listens on `ready`: not when the line arrives, but when the
+    swap it asks for is done (loading a script takes time); later lines do not matter."""
+    release = asyncio.Event()
+
+    async def on_snapshot(snap: PacSnapshot) -> None:
+        await release.wait()
+
+    async def scenario() -> tuple[bool, bool]:
+        ready = asyncio.Event()
+        reader = _ControlReader(on_snapshot, asyncio.Event(), ready)
+        line = json.dumps({"pac": PacSnapshot(None, error="x").to_json()}).encode() + b"\n"
+        reader.data_received(line + line)
+        await until(lambda: len(reader.tasks) == 2, "both swaps under way")
+        before = ready.is_set()
+        release.set()
+        await until(ready.is_set, "ready after the first swap")
+        await until(lambda: not reader.tasks, "the swaps to end")
+        return before, ready.is_set()
+
+    assert asyncio.run(scenario()) == (False, True)

@@ -359,3 +359,47 @@ def test_json_error_in_file_has_line_and_column(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, b'{\n  "containersProxy": {\n    "mode": manual\n  }\n}'))
     assert "invalid JSON at line 3 column 13" in str(info.value)
+
+
+def test_a_key_written_as_a_lone_surrogate_is_one_message_naming_it() -> None:
+    text = '{"configurationFileVersion": 2, "containersProxy": {"\\ud800": 1}}'
+    message = refused(text)
+    assert message.startswith("test.json: containersProxy.'\\ud800': ")
+    assert "unpaired surrogate" in message
+    message.encode("utf-8")  # printable as it is
+
+
+def test_a_value_holding_a_lone_surrogate_is_refused_naming_its_key() -> None:
+    text = '{"embeddedPac": "function FindProxyForURL(u, h) { return \\"\\udc00\\"; }"}'
+    assert refused(text).startswith("test.json: containersProxy.embeddedPac: ")
+    assert refused('{"exclude": ["a.example", "\\ud83d"]}').startswith(
+        "test.json: containersProxy.exclude[1]: "
+    )
+
+
+def test_a_huge_value_gives_a_bounded_message_that_still_names_the_key() -> None:
+    message = refused({"containersProxy": {"http": "http://" + "a" * 100_000}})
+    assert message.startswith("test.json: containersProxy.http: ")
+    assert len(message) < 700 and "message cut" in message
+
+
+def test_a_key_with_a_newline_is_shown_escaped_on_one_line() -> None:
+    message = refused('{"containersProxy": {"a\\nb": 1}}')
+    assert message.startswith("test.json: containersProxy.'a\\nb': unknown key")
+    assert "\n" not in message
+
+
+def test_nesting_and_number_size_limits_are_messages() -> None:
+    assert refused("[" * 100_000) == "test.json: invalid JSON: nested too deeply"
+    assert refused('{"locked": ' + "9" * 5000 + "}") == (
+        "test.json: invalid JSON: a number has too many digits"
+    )
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+def test_a_utf16_or_utf32_file_says_so(tmp_path: Path, encoding: str) -> None:
+    path = tmp_path / "a.json"
+    path.write_bytes(DOCS_EXAMPLE.encode(encoding))
+    path.chmod(0o600)
+    with pytest.raises(ConfigError, match=f"encoded as {encoding.upper()}"):
+        load_config(path)
