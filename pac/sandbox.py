@@ -129,11 +129,26 @@ def _eval_message(items: Sequence[tuple[str, str]], payload: dict[str, Any] | No
     )
 
 
+#: Decoded replies by their bytes: a batch repeats a few short replies (`{"r":"DIRECT"}`)
+#: thousands of times. An envelope is immutable and a function of its bytes alone.
+_DECODED: dict[bytes, Envelope] = {}
+_DECODED_LINE = 256
+_DECODED_MAX = 4096
+
+
 def _decode(line: bytes) -> Envelope:
+    known = _DECODED.get(line)
+    if known is not None:
+        return known
     try:
-        return decode_envelope(line.decode("utf-8", "replace"))
+        envelope = decode_envelope(line.decode("utf-8", "replace"))
     except ProtocolError as exc:
         return Envelope(failure("exception", f"worker protocol error: {exc}"), ())
+    if len(line) <= _DECODED_LINE:
+        if len(_DECODED) >= _DECODED_MAX:
+            _DECODED.clear()
+        _DECODED[line] = envelope
+    return envelope
 
 
 def exhausted_bounds(result: EvalResult) -> bool:
