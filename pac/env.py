@@ -97,17 +97,24 @@ class PacEnv:
                 table[key] = canonical_addresses(values)
         return table
 
-    def payload(self, answers: Mapping[str, Sequence[str]]) -> dict[str, Any]:
-        """The JSON the harness's setEnv() takes."""
+    def payload(
+        self, answers: Mapping[str, Sequence[str]], hermetic: bool = False
+    ) -> dict[str, Any]:
+        """The JSON the harness's setEnv() takes. `hermetic`: `answers` is all there is (no
+        resolver behind it), so the harness settles a canonical name it lacks as "does not
+        resolve" in the same run instead of reporting it as a miss for the next round."""
         now_ms: int | None = None
         if self.now is not None:
             now = self.now if self.now.tzinfo else self.now.replace(tzinfo=UTC)
             now_ms = round(now.timestamp() * 1000)
-        return {
+        out: dict[str, Any] = {
             "dns": {k: list(v) for k, v in answers.items()},
             "my": list(canonical_addresses(list(self.my_ip))),
             "now": now_ms,
         }
+        if hermetic:
+            out["h"] = True
+        return out
 
 
 def safe_resolve(resolver: Resolver, name: str) -> tuple[str, ...]:
@@ -145,7 +152,7 @@ class DnsRounds:
     def payload(self) -> dict[str, Any]:
         self.rounds += 1
         self._new_answer = False
-        return self.env.payload(self.answers)
+        return self.env.payload(self.answers, hermetic=not self.has_resolver)
 
     def unanswered(self, misses: Sequence[str]) -> list[str]:
         """Answer misses from the table; return the canonical names left for the resolver."""

@@ -58,12 +58,13 @@ var RealDate = G.Date, apply = Reflect.apply, construct = Reflect.construct, jso
 var MAX_RESULT = __MAX_RESULT__, MAX_ALERTS = __MAX_ALERTS__, MAX_ALERT_CHARS = __MAX_ALERT__,
     MAX_NAMES = __MAX_NAMES__;
 
-var env = { dns: new MapCtor(), my: [], now: null };
+// `h`: the table is all there is (no resolver behind it), so a miss is final (see lookupAll).
+var env = { dns: new MapCtor(), my: [], now: null, h: false };
 var reads = null;
 
 // Allocated lazily: most evaluations read nothing but their arguments.
 function resetReads() {
-  reads = { d: null, seen: null, miss: null, c: false, i: false, x: false, a: null, n: 0 };
+  reads = { d: null, seen: null, miss: null, c: false, i: false, x: false, a: null, n: 0, u: false };
 }
 resetReads();
 
@@ -74,7 +75,8 @@ function setEnv(e) {
   var dns = e.dns || {};
   var keys = objectKeys(dns);
   for (var i = 0; i < keys.length; i++) apply(mapSet, m, [keys[i], dns[keys[i]]]);
-  env = { dns: m, my: isArray(e.my) ? e.my : [], now: typeof e.now === "number" ? e.now : null };
+  env = { dns: m, my: isArray(e.my) ? e.my : [], now: typeof e.now === "number" ? e.now : null,
+          h: e.h === true };
 }
 
 function nowMs() {
@@ -192,11 +194,17 @@ function lookupAll(name) {
   } else if (reads.n < MAX_NAMES) {
     push(reads.miss, key);
     reads.n++;
+    // With a fixed table, a name spelled canonically (as the host's table keys are) that the
+    // table lacks does not resolve, and the host would only record that: settled here
+    // (`envelope`). Another spelling (upper case, a trailing dot, non-ASCII) is the host's
+    // to canonicalise and look up.
+    if (!env.h || key.length > 253 || apply(regexExec, CANONICAL_NAME, [key]) === null) reads.u = true;
   }
   if (answer !== null && answer.length === 0) answer = null;
   apply(mapSet, reads.seen, [key, answer]);
   return answer;
 }
+var CANONICAL_NAME = /^[a-z0-9_-]{1,63}(?:\.[a-z0-9_-]{1,63})*$/;
 function firstV4(list) {
   if (list === null) return null;
   for (var i = 0; i < list.length; i++) if (parseV4(list[i]) !== null) return list[i];
@@ -513,7 +521,13 @@ function errorKind(e) {
 function envelope(out) {
   if (typeof out.r === "string" && reads.seen === null && reads.a === null && !reads.c && !reads.i && !reads.x)
     return '{"r":' + jsonStringify(out.r) + "}";  // the common case, cheaply
-  if (reads.seen !== null) { out.d = reads.d; out.miss = reads.miss; }
+  if (reads.seen !== null) {
+    if (!reads.u) {  // every miss is settled (lookupAll): read, did not resolve, after the others
+      for (var i = 0; i < reads.miss.length; i++) push(reads.d, [reads.miss[i], []]);
+      reads.miss = [];
+    }
+    out.d = reads.d; out.miss = reads.miss;
+  }
   if (reads.a !== null) out.a = reads.a;
   out.c = reads.c; out.i = reads.i; out.x = reads.x;
   return jsonStringify(out);

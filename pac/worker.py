@@ -152,12 +152,16 @@ class Worker:
     def evaluate(self, msg: dict[str, Any]) -> None:
         engine = self.engine
         env = msg.get("env")
+        interruptible = self.interruptible
         for url, host in msg["items"]:
             if engine is None:
                 self.send(_error_line("script_error", "no script loaded"))
                 continue
             try:
-                with _time_limit(self.time_limit, self.interruptible):
+                if interruptible:
+                    with _time_limit(self.time_limit, True):
+                        reply = engine.call_raw(url, host, env)
+                else:  # the supervisor bounds it (it kills the process)
                     reply = engine.call_raw(url, host, env)
                 line = str(reply).encode() + b"\n"
             except _Interrupted:
