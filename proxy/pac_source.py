@@ -30,6 +30,7 @@ from urllib.parse import unquote, urlsplit
 
 from pac.loader import Fetched, PacSourceError, check_size, decode_pac, fetch_pac_with
 from proxy.config import DEFAULTS
+from proxy.metrics import METRICS, ProcessMetrics
 
 if TYPE_CHECKING:  # aiohttp is imported when a PAC URL is first fetched
     import aiohttp
@@ -115,7 +116,13 @@ class PacSource:
         settings: PacSettings,
         validate: Validator,
         on_change: Callable[[PacSnapshot], Awaitable[None] | None],
+        metrics: ProcessMetrics = METRICS,
     ) -> None:
+        self.metrics = metrics
+        #: Wall-clock times of the last download or read that gave a usable script, and of
+        #: the last failure with its message (for the admin endpoint's /status).
+        self.last_success: float | None = None
+        self.last_error: tuple[float, str] | None = None
         self.source = source
         self.inline = inline
         self.settings = settings
@@ -174,14 +181,14 @@ class PacSource:
             fetched = await self._fetch(str(self.source))
             text = None if fetched.status == 304 else decode_pac(fetched.body, fetched.charset)
         except PacSourceError as exc:
-            await self._fail(str(exc))
+            await self._fail(str(exc), "error")
             return False
         except Exception as exc:  # anything unexpected is a failure too: fail closed
-            await self._fail(f"{self.label}: {type(exc).__name__}: {exc}")
+            await self._fail(f"{self.label}: {type(exc).__name__}: {exc}", "error")
             return False
         if fetched.status == 304:
             if self._good is None:
-                await self._fail(f"{self.label}: 304 Not Modified but no script is loaded")
+                await self._fail(f"{self.label}: 304 Not Modified but no script is loaded", "error")
                 return False
             await self._unchanged()
             return True
@@ -201,7 +208,7 @@ class PacSource:
         try:
             await self.validate(text)
         except Exception as exc:
-            await self._fail(f"{self.label}: script refused: {exc}")
+            await self._fail(f"{self.label}: script refused: {exc}", "invalid")
             return False
         recovering = self._failing_since is not None
         event = "loaded" if self._good is None else "refreshed"
@@ -210,6 +217,8 @@ class PacSource:
         elif recovering:
             event = "recovered, loaded"
         self._failing_since = None
+        self.metrics.inc("airgap_pac_fetches", "ok")
+        self.last_success = time.time()
         self._good = PacSnapshot(text, digest)
         await self.publish(self._good)
         log.info("PAC %s: source=%s sha256=%s bytes=%d", event, self.label, digest[:16], len(text))
@@ -217,6 +226,8 @@ class PacSource:
 
     async def _unchanged(self) -> None:
         assert self._good is not None
+        self.metrics.inc("airgap_pac_fetches", "unchanged")
+        self.last_success = time.time()
         if self._failing_since is not None or self.snapshot is not self._good:
             self._failing_since = None
             log.info("PAC recovered (unchanged): source=%s sha256=%s", self.label,
@@ -225,7 +236,9 @@ class PacSource:
         else:
             log.info("PAC unchanged: source=%s", self.label)
 
-    async def _fail(self, error: str) -> None:
+    async def _fail(self, error: str, result: str) -> None:
+        self.metrics.inc("airgap_pac_fetches", result)
+        self.last_error = (time.time(), error)
         now = time.monotonic()
         if self._failing_since is None:
             self._failing_since = now

@@ -87,11 +87,14 @@ async def serve(
     transparent_ports: Container[int],
     resolver: NameResolver | None = None,
     background: Sequence[Background] = (),
+    context_jobs: Sequence[Callable[[ProxyContext], Background]] = (),
 ) -> int:
     """Run one worker until SIGTERM/SIGINT, then drain. Returns the exit status.
 
     `background` coroutines (PAC refresh, the supervisor's control pipe) run while the
     worker serves; each gets the stop event, so it can also end the worker.
+    `context_jobs` are made from the worker's context once its listeners are open (the
+    report to the supervisor, or the admin endpoint of a single process), and run the same.
     """
     loop = asyncio.get_running_loop()
     ctx = ProxyContext(
@@ -132,6 +135,7 @@ async def serve(
 
     tasks = [loop.create_task(sweeper())]
     tasks += [loop.create_task(job(stop)) for job in background]
+    tasks += [loop.create_task(make(ctx)(stop)) for make in context_jobs]
     await stop.wait()
     log.info("stopping: no new connections; draining %d open ones", len(ctx.active))
     for server in servers:
