@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.admin import Endpoints, render_registry
-from proxy.fleet import Fleet, iso_time
+from proxy.fleet import Fleet, Verdict, iso_time
 from proxy.metrics import DECISIONS, Gauges, Totals, collector
 from proxy.pac_source import PacSource
-from proxy.status import InForce, StatusBoard, redact_url
+from proxy.status import InForce, StatusBoard, scrub
 
 
 @dataclass(slots=True)
@@ -52,7 +52,7 @@ class RunState:
         else:
             state = "stale" if snap.stale else "in_force"
         error = source.last_error
-        label = source.label if source.inline is not None else redact_url(str(source.source))
+        label = source.label
         return {
             "source": label,
             "sha256": snap.sha256,
@@ -89,9 +89,18 @@ class RunState:
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)
+
+        def scrubbed(check: Callable[[], Verdict]) -> Callable[[], Verdict]:
+            def verdict() -> Verdict:
+                result = check()
+                reason = scrub(result.reason, self.in_force.secrets())
+                return Verdict(result.ok, str(reason))
+
+            return verdict
+
         return Endpoints(
-            health=self.fleet.health,
-            ready=self.fleet.readiness,
+            health=scrubbed(self.fleet.health),
+            ready=scrubbed(self.fleet.readiness),
             status=self.board.render,
             metrics=lambda: render_registry(registry),
             refresh=refresh,

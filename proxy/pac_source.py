@@ -31,6 +31,7 @@ from urllib.parse import unquote, urlsplit
 from pac.loader import Fetched, PacSourceError, check_size, decode_pac, fetch_pac_with
 from proxy.config import DEFAULTS
 from proxy.metrics import METRICS, ProcessMetrics
+from proxy.redact import REDACTED, redact_url, url_secrets
 
 if TYPE_CHECKING:  # aiohttp is imported when a PAC URL is first fetched
     import aiohttp
@@ -134,7 +135,8 @@ class PacSource:
         self._good_last_modified: str | None = None
         self._failing_since: float | None = None
         self._session: aiohttp.ClientSession | None = None
-        self.label = "embeddedPac" if inline is not None else str(source)
+        #: How logs and errors name the source: its URL without user, password or query.
+        self.label = "embeddedPac" if inline is not None else redact_url(str(source))
 
     # ----------------------------------------------------------------- the loop
 
@@ -236,7 +238,17 @@ class PacSource:
         else:
             log.info("PAC unchanged: source=%s", self.label)
 
+    def _hide(self, text: str) -> str:
+        """`text` with the source's secrets taken out: a download error quotes the URL."""
+        if self.source is None or self.label == self.source:
+            return text
+        text = text.replace(self.source, self.label)
+        for secret in url_secrets(self.source):
+            text = text.replace(secret, REDACTED)
+        return text
+
     async def _fail(self, error: str, result: str) -> None:
+        error = self._hide(error)
         self.metrics.inc("airgap_pac_fetches", result)
         self.last_error = (time.time(), error)
         now = time.monotonic()
@@ -303,5 +315,6 @@ class PacSource:
 def warn_about_plain_http(source: str | None) -> None:
     if source and urlsplit(source).scheme.lower() == "http":
         log.warning(
-            "PAC %s is fetched over plain http: anyone on the path can change the policy", source
+            "PAC %s is fetched over plain http: anyone on the path can change the policy",
+            redact_url(source),
         )
