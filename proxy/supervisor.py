@@ -148,7 +148,7 @@ async def supervise(
             fleet.exited(index, worker.proc.pid)
             if stop.is_set():
                 return code
-            METRICS.inc("airgap_worker_restarts")
+            (fleet.own or METRICS).inc("airgap_worker_restarts")
             log.error("worker %d exited with %d; restarting it", index, code)
             try:
                 await asyncio.wait_for(stop.wait(), RESTART_PAUSE)
