@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -53,6 +54,9 @@ AIRGAP_PORT = 15101
 SPLICE_PORT = 15102
 PPROXY_PORT = 15103
 LEAN_PORT = 15104
+NO_ADMIN_PORT = 15105
+#: The A/B of the admin endpoint's cost: the same proxy with `--admin-listen none`.
+NO_ADMIN = "airgap --admin-listen none"
 WARM_CONNS = 10  # memory scenario warm-up
 NGINX_TEMPLATE = """\
 worker_processes 1;
@@ -100,7 +104,9 @@ QUICK = Settings(reps=2, bulk_1_bytes=128 * MIB, bulk_8_bytes=32 * MIB, wrk_seco
                  conn_rate_conns=32, keepalive_conns=64, idle_conns=500)  # fmt: skip
 
 
-SCENARIOS = ("bulk_1", "bulk_8", "conn_rate", "latency_1", "keepalive", "memory", "pac")
+SCENARIOS = (
+    "bulk_1", "bulk_8", "conn_rate", "latency_1", "keepalive", "memory", "metrics_ab", "pac",
+)  # fmt: skip
 
 
 class RunError(RuntimeError):
@@ -203,6 +209,9 @@ class Suite:
         ]  # fmt: skip
 
     def start_airgap(self, name: str, port: int, *extra: str) -> rig.Proc:
+        if "--admin-listen" not in extra and "--admin-listen" in airgap_help(self.airgap_src):
+            # Each proxy its own admin port: the default one is taken by the first.
+            extra = (*extra, "--admin-listen", f"127.0.0.1:{port + 100}")
         proc = self.procs.start(name, self.airgap_cmd(port, *extra), cwd=self.airgap_src)
         rig.wait_listening(proc, port)
         return proc
@@ -360,12 +369,14 @@ class Suite:
         name: str,
         targets: list[Target],
         measure: Callable[[Target], dict[str, float]],
+        alternate: bool = False,
     ) -> None:
         """Each repetition runs every target once, in turn (baseline first), so slow drift
-        of the machine spreads over all targets instead of biasing one."""
+        of the machine spreads over all targets instead of biasing one. `alternate`: every
+        other repetition in the reverse order (an A/B, where going first could be an edge)."""
         per_target = self.results.setdefault(name, {})
         for rep in range(self.settings.reps):
-            for target in targets:
+            for target in targets[::-1] if alternate and rep % 2 else targets:
                 label = f"{name} [{target.name}] rep {rep + 1}/{self.settings.reps}"
                 try:
                     target.ensure_running()
@@ -603,9 +614,33 @@ def run_suite(args: argparse.Namespace) -> int:
             ("keepalive", targets, lambda t: suite.wrk(t, s.keepalive_conns, False)),
             ("memory", targets[1:], lambda t: suite.hold(t, s.idle_conns)),
         ]
+        if "--admin-listen" in airgap_help(suite.airgap_src):
+            # The connection rate with the admin endpoint and metrics on (the default, as
+            # `ours` runs) against the same proxy with them off, interleaved rep by rep.
+            off = Target(
+                NO_ADMIN,
+                NO_ADMIN_PORT,
+                lambda: suite.start_airgap("airgap-no-admin", NO_ADMIN_PORT, "--admin-listen",
+                                           "none"),
+            )  # fmt: skip
+            if not args.only or "metrics_ab" in args.only:
+                off.ensure_running()  # and warmed up like the others (not recorded)
+                redirect.to(off.port)
+                try:
+                    suite.wrk(off, 8, close=True)
+                except (RunError, subprocess.TimeoutExpired) as exc:
+                    log(f"warm-up [{off.name}]: {exc}")
+                finally:
+                    redirect.to(None)
+            scenarios.append(
+                ("metrics_ab", [ours, off], lambda t: suite.wrk(t, s.conn_rate_conns, True))
+            )
         for name, scenario_targets, measure in scenarios:
             if not args.only or name in args.only:
-                suite.scenario(name, scenario_targets, measure)
+                suite.scenario(name, scenario_targets, measure, alternate=name == "metrics_ab")
+        suite.info["metrics_ab"] = metrics_ab(suite.results.get("metrics_ab", {}))
+        if suite.info["metrics_ab"]:
+            log(f"metrics A/B: {suite.info['metrics_ab']}")
         for target in bulk_targets:
             if target.restarts:
                 suite.errors.append(
@@ -657,6 +692,28 @@ def run_suite(args: argparse.Namespace) -> int:
             log(f"logs kept in {workdir}")
 
 
+def metrics_ab(runs: dict[str, list[dict[str, float]]]) -> str:
+    """The A/B line: connection rate and CPU per connection, metrics on vs off."""
+    on, off = runs.get(OURS, []), runs.get(NO_ADMIN, [])
+    if not on or not off:
+        return ""
+    rate_on = statistics.median(r["rps"] for r in on)
+    rate_off = statistics.median(r["rps"] for r in off)
+    text = (
+        f"connection rate with the admin endpoint and metrics on {rate_on:,.0f}/s, with "
+        f"--admin-listen none {rate_off:,.0f}/s: {rate_on / rate_off:.3f}x "
+        f"(target >= 0.97x; medians of {len(on)} interleaved runs each, the order alternating)"
+    )
+    cpu_on = [r["cpu_us_per_req"] for r in on if "cpu_us_per_req" in r]
+    cpu_off = [r["cpu_us_per_req"] for r in off if "cpu_us_per_req" in r]
+    if cpu_on and cpu_off:
+        text += (
+            f"; proxy CPU per connection {statistics.median(cpu_on):.0f} vs "
+            f"{statistics.median(cpu_off):.0f} us"
+        )
+    return text
+
+
 def render(
     suite: Suite, summary: list[dict[str, object]], with_splice: bool, with_lean: bool, secs: float
 ) -> str:
@@ -678,6 +735,8 @@ def render(
         "",
         f"Suite time: {secs:.0f} s.",
     ]
+    if info.get("metrics_ab"):
+        lines += ["", f"Metrics A/B: {info['metrics_ab']}."]
     others = [
         run["other_load_cores"]
         for per_target in suite.results.values()
@@ -705,6 +764,7 @@ def importlib_available(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+@functools.cache
 def airgap_help(src: Path) -> str:
     proc = subprocess.run(
         [rig.python(), "-m", "proxy.cli", "run", "--help"],
