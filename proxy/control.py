@@ -130,8 +130,8 @@ def control_reader(
 
 #: The environment variable that hands a worker the write end of its report pipe.
 REPORT_FD_ENV = "AIRGAP_REPORT_FD"
-#: Longest report line: a report is a few KiB (fixed label sets), so this is generous.
-MAX_REPORT_LINE = 1 << 20
+#: Longest upward line read (a report is at most PIPE_BUF bytes; this is generous).
+MAX_REPORT_LINE = 64 << 10
 
 
 def report_message(body: dict[str, object]) -> bytes:
