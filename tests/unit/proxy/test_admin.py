@@ -96,3 +96,21 @@ def test_loopback() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("[::1]")
     assert is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("10.0.0.1") and not is_loopback("::")
+
+
+async def test_a_non_loopback_address_warns(caplog: pytest.LogCaptureFixture) -> None:
+    from proxy.admin import start
+
+    endpoints = Endpoints(
+        health=lambda: Verdict(True, "ok"),
+        ready=lambda: Verdict(True, "ready"),
+        status=lambda: {},
+        metrics=lambda: (b"", "text/plain"),
+    )
+    with caplog.at_level("WARNING", logger="airgap.proxy"):
+        runner = await start("127.0.0.1", 0, endpoints)
+        await runner.cleanup()
+        assert "reachable from outside" not in caplog.text
+        runner = await start("0.0.0.0", 0, endpoints)
+        await runner.cleanup()
+    assert "reachable from outside this host" in caplog.text

@@ -399,3 +399,15 @@ def test_explain_client_reproduces_a_my_ip_address_rule(tmp_path: Path) -> None:
 def test_explain_refuses_a_bad_resolve(item: str) -> None:
     out = _explain("www.example.org:443", "--resolve", item)
     assert out.returncode == 2 and "--resolve" in out.stderr
+
+
+def test_admin_listen_default_none_and_refusals(capsys: pytest.CaptureFixture[str]) -> None:
+    from proxy.cli import parse_admin_listen
+    from proxy.config import DEFAULTS
+
+    assert parse_admin_listen(None) == DEFAULTS.admin_listen == ("127.0.0.1", 15000)
+    assert parse_admin_listen("none") is None and parse_admin_listen("NONE") is None
+    assert parse_admin_listen("[::1]:9901") == ("::1", 9901)
+    assert main(["run", "--admin-listen", "localhost", "--mark", "0"]) == 2
+    assert "--admin-listen" in capsys.readouterr().err
+    assert main(["run", "--admin-listen", "127.0.0.1:99999", "--mark", "0"]) == 2
