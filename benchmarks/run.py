@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -60,6 +61,9 @@ LEAN_PORT = 15104
 EXPLICIT_PORT = 15105
 TINYPROXY_PORT = 15106
 SQUID_PORT = 15107
+NO_ADMIN_PORT = 15108
+#: The A/B of the admin endpoint's cost: the same proxy with `--admin-listen none`.
+NO_ADMIN = "airgap --admin-listen none"
 WARM_CONNS = 10  # memory scenario warm-up
 NGINX_TEMPLATE = """\
 worker_processes 1;
@@ -108,7 +112,7 @@ QUICK = Settings(reps=2, bulk_1_bytes=128 * MIB, bulk_8_bytes=32 * MIB, wrk_seco
 
 
 SCENARIOS = (
-    "bulk_1", "bulk_8", "conn_rate", "latency_1", "keepalive", "memory", "pac",
+    "bulk_1", "bulk_8", "conn_rate", "latency_1", "keepalive", "memory", "metrics_ab", "pac",
     "explicit_connect", "explicit_keepalive", "explicit_bulk",
 )  # fmt: skip
 
@@ -216,6 +220,9 @@ class Suite:
         ]  # fmt: skip
 
     def start_airgap(self, name: str, port: int, *extra: str) -> rig.Proc:
+        if "--admin-listen" not in extra and "--admin-listen" in airgap_help(self.airgap_src):
+            # Each proxy its own admin port: the default one is taken by the first.
+            extra = (*extra, "--admin-listen", f"127.0.0.1:{port + 100}")
         proc = self.procs.start(name, self.airgap_cmd(port, *extra), cwd=self.airgap_src)
         rig.wait_listening(proc, port)
         return proc
@@ -242,6 +249,8 @@ class Suite:
             "--explicit-listen", f"127.0.0.1:{EXPLICIT_PORT}", "--workers", "1",
             "--log-format", "json", "--log-level", "warning", *self.airgap_args,
         ]  # fmt: skip
+        if "--admin-listen" in airgap_help(self.airgap_src):  # one admin port per proxy
+            cmd += ["--admin-listen", f"127.0.0.1:{EXPLICIT_PORT + 100}"]
         proc = self.procs.start("airgap-explicit", cmd, cwd=self.airgap_src)
         rig.wait_listening(proc, EXPLICIT_PORT)
         return proc
@@ -455,12 +464,14 @@ class Suite:
         name: str,
         targets: list[Target],
         measure: Callable[[Target], dict[str, float]],
+        alternate: bool = False,
     ) -> None:
         """Each repetition runs every target once, in turn (baseline first), so slow drift
-        of the machine spreads over all targets instead of biasing one."""
+        of the machine spreads over all targets instead of biasing one. `alternate`: every
+        other repetition in the reverse order (an A/B, where going first could be an edge)."""
         per_target = self.results.setdefault(name, {})
         for rep in range(self.settings.reps):
-            for target in targets:
+            for target in targets[::-1] if alternate and rep % 2 else targets:
                 label = f"{name} [{target.name}] rep {rep + 1}/{self.settings.reps}"
                 try:
                     target.ensure_running()
@@ -702,9 +713,33 @@ def run_suite(args: argparse.Namespace) -> int:
             ("explicit_keepalive", explicit, lambda t: suite.wrk_via(t, s.keepalive_conns)),
             ("explicit_bulk", explicit, lambda t: suite.bulk(t, 1, s.bulk_1_bytes, True)),
         ]
+        if "--admin-listen" in airgap_help(suite.airgap_src):
+            # The connection rate with the admin endpoint and metrics on (the default, as
+            # `ours` runs) against the same proxy with them off, interleaved rep by rep.
+            off = Target(
+                NO_ADMIN,
+                NO_ADMIN_PORT,
+                lambda: suite.start_airgap("airgap-no-admin", NO_ADMIN_PORT, "--admin-listen",
+                                           "none"),
+            )  # fmt: skip
+            if not args.only or "metrics_ab" in args.only:
+                off.ensure_running()  # and warmed up like the others (not recorded)
+                redirect.to(off.port)
+                try:
+                    suite.wrk(off, 8, close=True)
+                except (RunError, subprocess.TimeoutExpired) as exc:
+                    log(f"warm-up [{off.name}]: {exc}")
+                finally:
+                    redirect.to(None)
+            scenarios.append(
+                ("metrics_ab", [ours, off], lambda t: suite.wrk(t, s.conn_rate_conns, True))
+            )
         for name, scenario_targets, measure in scenarios:
             if not args.only or name in args.only:
-                suite.scenario(name, scenario_targets, measure)
+                suite.scenario(name, scenario_targets, measure, alternate=name == "metrics_ab")
+        suite.info["metrics_ab"] = metrics_ab(suite.results.get("metrics_ab", {}))
+        if suite.info["metrics_ab"]:
+            log(f"metrics A/B: {suite.info['metrics_ab']}")
         for target in bulk_targets + explicit:
             if target.restarts:
                 suite.errors.append(
@@ -760,6 +795,28 @@ def run_suite(args: argparse.Namespace) -> int:
             log(f"logs kept in {workdir}")
 
 
+def metrics_ab(runs: dict[str, list[dict[str, float]]]) -> str:
+    """The A/B line: connection rate and CPU per connection, metrics on vs off."""
+    on, off = runs.get(OURS, []), runs.get(NO_ADMIN, [])
+    if not on or not off:
+        return ""
+    rate_on = statistics.median(r["rps"] for r in on)
+    rate_off = statistics.median(r["rps"] for r in off)
+    text = (
+        f"connection rate with the admin endpoint and metrics on {rate_on:,.0f}/s, with "
+        f"--admin-listen none {rate_off:,.0f}/s: {rate_on / rate_off:.3f}x "
+        f"(target >= 0.97x; medians of {len(on)} interleaved runs each, the order alternating)"
+    )
+    cpu_on = [r["cpu_us_per_req"] for r in on if "cpu_us_per_req" in r]
+    cpu_off = [r["cpu_us_per_req"] for r in off if "cpu_us_per_req" in r]
+    if cpu_on and cpu_off:
+        text += (
+            f"; proxy CPU per connection {statistics.median(cpu_on):.0f} vs "
+            f"{statistics.median(cpu_off):.0f} us"
+        )
+    return text
+
+
 def render(
     suite: Suite, summary: list[dict[str, object]], with_splice: bool, with_lean: bool, secs: float
 ) -> str:
@@ -779,6 +836,8 @@ def render(
         "",
         report.markdown(summary, with_splice, with_lean),
     ]
+    if info.get("metrics_ab"):
+        lines += ["", f"Metrics A/B: {info['metrics_ab']}."]
     if suite.explicit_summary:
         lines += [
             "",
@@ -841,6 +900,7 @@ def importlib_available(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+@functools.cache
 def airgap_help(src: Path) -> str:
     proc = subprocess.run(
         [rig.python(), "-m", "proxy.cli", "run", "--help"],

@@ -44,6 +44,8 @@ class ConnectionRecord:
     bytes_up: int = 0
     bytes_down: int = 0
     error: str | None = None
+    #: What kind of failure `error` is (`proxy.metrics.ERROR_KINDS`), for the metrics.
+    kind: str | None = None
     started: float = field(default_factory=time.time)
     monotonic_start: float = field(default_factory=time.monotonic)
 

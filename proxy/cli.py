@@ -22,12 +22,13 @@ import uvloop
 from pac import addr, installed_version
 from proxy import firewall_apply as firewall_cmd
 from proxy.config import DEFAULT_LISTEN, DEFAULTS, PacConfig, RunConfig
-from proxy.control import CONTROL_FD_ENV
+from proxy.control import CONTROL_FD_ENV, REPORT_FD_ENV
 from proxy.explain import run_explain
 from proxy.launch import PacOptions, pac_ssl_context, run_supervisor, run_worker
 from proxy.pac_source import PacSettings
 from proxy.splice_relay import FDS_PER_CONNECTION as SPLICE_FDS
 from proxy.splice_relay import unavailable as splice_unavailable
+from proxy.status import InForce, file_sha256
 from rules.config import ConfigError, ContainersProxyConfig, load_config, parse_config_text
 from rules.explain import parse_resolve
 from rules.policy import Policy
@@ -307,6 +308,10 @@ def run_config(args: argparse.Namespace, worker: bool) -> RunConfig:
     except ValueError as exc:
         raise UsageError(f"--listen {exc}") from None
     try:
+        admin_listen = parse_admin_listen(args.admin_listen)
+    except ValueError as exc:
+        raise UsageError(f"--admin-listen {exc}") from None
+    try:
         mark = resolve_mark(args.mark)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -336,13 +341,25 @@ def run_config(args: argparse.Namespace, worker: bool) -> RunConfig:
         log_level=args.log_level,
         reuse_port=worker,
         pac=pac_config(args),
+        admin_listen=None if worker else admin_listen,
     )
+
+
+def parse_admin_listen(text: str | None) -> tuple[str, int] | None:
+    """`HOST:PORT`, `[v6]:PORT`, or `none` (no admin endpoint); default: `DEFAULTS`."""
+    if text is None:
+        return DEFAULTS.admin_listen
+    if text.strip().lower() == "none":
+        return None
+    return parse_hostport(text)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level, args.log_format == "json")
     control = os.environ.pop(CONTROL_FD_ENV, None)
     control_fd = int(control) if control and control.isascii() and control.isdigit() else None
+    report = os.environ.pop(REPORT_FD_ENV, None)
+    report_fd = int(report) if report and report.isascii() and report.isdigit() else None
     try:
         cfg, policy = load_policy(args.config)
         config = run_config(args, worker=control_fd is not None)
@@ -365,13 +382,23 @@ def cmd_run(args: argparse.Namespace) -> int:
             " of `apply` prints them): %s",
             redirect_hint(args.config, cfg, config.listen[0][1], config.mark),
         )
+    in_force = InForce(args.config, file_sha256(args.config, DEFAULT_POLICY), cfg, policy)
     if config.workers > 1:
         log.info("starting %d workers", config.workers)
         argv = [*sys.argv[1:], "--workers", "1"]
         return uvloop.run(
-            run_supervisor(config.workers, argv, cfg, policy, pac, config.drain_timeout)
+            run_supervisor(
+                config.workers,
+                argv,
+                cfg,
+                policy,
+                pac,
+                config.drain_timeout,
+                config.admin_listen,
+                in_force,
+            )
         )
-    return uvloop.run(run_worker(config, cfg, policy, pac, control_fd))
+    return uvloop.run(run_worker(config, cfg, policy, pac, control_fd, report_fd, in_force))
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -470,6 +497,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker processes sharing the listeners via SO_REUSEPORT (default: CPUs)",
     )
     run.add_argument("--ca-bundle", help="CA file for proxies reached over TLS (HTTPS h:p)")
+    admin_host, admin_port = DEFAULTS.admin_listen or ("none", 0)
+    run.add_argument(
+        "--admin-listen",
+        metavar="HOST:PORT",
+        help=f"the admin endpoint: /healthz /readyz /status /metrics, read-only (default "
+        f"{admin_host}:{admin_port}; `none`: off; a non-loopback address warns)",
+    )
     add_pac_arguments(run)
     run.add_argument(
         "--pac-evaluators",

@@ -18,6 +18,8 @@ from pac.sandbox import Limits
 
 #: The transparent listeners when `--listen` is not given (Istio's outbound port).
 DEFAULT_LISTEN: tuple[tuple[str, int], ...] = (("127.0.0.1", 15001), ("::1", 15001))
+#: The admin endpoint when `--admin-listen` is not given (Istio's admin port).
+DEFAULT_ADMIN_LISTEN: tuple[str, int] = ("127.0.0.1", 15000)
 
 PacEngineName = Literal["pacparser", "dukpy"]
 LogFormat = Literal["text", "json"]
@@ -93,6 +95,8 @@ class RunConfig:
     #: Set for a worker of a supervisor: the listeners are shared with SO_REUSEPORT.
     reuse_port: bool = False
     pac: PacConfig = field(default_factory=PacConfig)
+    #: Where `/healthz`, `/readyz`, `/status` and `/metrics` are served; None: nowhere.
+    admin_listen: tuple[str, int] | None = DEFAULT_ADMIN_LISTEN
 
     @property
     def json_logs(self) -> bool:

@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 
 from pac.addr import socket_ip as canonical_ip
 from proxy import reject_wire
-from proxy.audit import ConnectionRecord, emit
+from proxy.audit import UNDECIDED, ConnectionRecord, emit
 from proxy.config import DEFAULTS, RunConfig
 from proxy.deadlines import Deadlines
+from proxy.metrics import METRICS, ProcessMetrics
 from proxy.origdst import original_destination
 from proxy.relay import Half, pair
 from proxy.resolver import NameResolver
@@ -38,6 +39,8 @@ from rules.names import canonical_hostname
 log = logging.getLogger("airgap.proxy")
 
 SNIFF_PORTS = (80, 443)
+#: The `path` label of this front door's metrics.
+PATH = "transparent"
 #: Most one read takes while the connection peeks: a hello or head usually fits in one.
 PEEK_READ = 16 * 1024
 #: Most one read takes once the connection is being decided or connected (then it pauses).
@@ -82,6 +85,8 @@ class ProxyContext:
     #: The operator's choices (timeouts, the cap, log format, `--splice`): read, never changed.
     config: RunConfig = DEFAULTS
     bad_proxies: BadProxies = field(default_factory=BadProxies)
+    #: Where this process counts (`proxy.metrics`): a few dict updates per connection.
+    metrics: ProcessMetrics = METRICS
     #: The cap in force: the config's, which `run` resolved from the descriptor limit
     #: (`RunConfig.max_connections` 0 means "from the limit", which only the CLI knows;
     #: a context built elsewhere, by a test or an embedding, gets a fixed cap).
@@ -108,6 +113,15 @@ class ProxyContext:
             self.loop = asyncio.get_running_loop()
         except RuntimeError:
             self.loop = None
+
+    def in_flight(self) -> list[tuple[str, int, int]]:
+        """(path, bytes up, bytes down) of every relay still open, for the report."""
+        out = []
+        for conn in self.active:
+            halves = conn.halves
+            if halves is not None:
+                out.append((PATH, halves[0].nbytes, halves[1].nbytes))
+        return out
 
     def sweep_idle(self) -> None:
         """Close relays that moved no byte for `idle_timeout` (a sweep, not a timer per read)."""
@@ -174,16 +188,22 @@ class Intercepted(asyncio.BufferedProtocol):
             self.record = ConnectionRecord(client_ip, 0)
         ctx.active.add(self)
         if len(ctx.active) > ctx.max_connections:
-            self._reset("refused: over --max-connections")
+            self._reset("refused: over --max-connections", "over_limit")
             return
         try:
             ip, port = self._original_destination()
         except Exception:  # OSError, or anything odd: never relay what we cannot place
-            self._reset("refused: no original destination (connection was not redirected)")
+            self._reset(
+                "refused: no original destination (connection was not redirected)",
+                "no_original_dst",
+            )
             return
         self.record.dst_ip, self.record.dst_port = ip, port
         if not local or (canonical_ip(local[0]), local[1]) == (ip, port):
-            self._reset("refused: not redirected (addressed to the proxy's own listener)")
+            self._reset(
+                "refused: not redirected (addressed to the proxy's own listener)",
+                "not_redirected",
+            )
             return
         self.dest = Destination(ip=ip, port=port, client_ip=client_ip)
         if port in SNIFF_PORTS and port in ctx.transparent_ports:
@@ -246,6 +266,7 @@ class Intercepted(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.state in (_SETUP, _PEEKING, _CONNECTING):
             self.record.error = self.record.error or "client closed during set-up"
+            self.record.kind = self.record.kind or "client_closed"
         if self.task is not None and not self.task.done():
             self.task.cancel()
         if self.halves is None:
@@ -298,7 +319,7 @@ class Intercepted(asyncio.BufferedProtocol):
         except Exception as exc:
             log.exception("set-up failed for %s", self.dest.url)
             if self.halves is None and not self.transport.is_closing():
-                self._reset(f"internal error: {type(exc).__name__}: {exc}")
+                self._reset(f"internal error: {type(exc).__name__}: {exc}", "internal")
 
     async def _connect_routes(self, decision: Decision) -> None:
         """Open the decision's routes in turn (`rules.routing` says what each one dials and
@@ -337,6 +358,7 @@ class Intercepted(asyncio.BufferedProtocol):
                 failover = routing.after_failure(exc.kind)
                 if failover.mark_bad:
                     health.failed(route)
+                    ctx.metrics.upstream_failed(route.kind)
                 elif failover.mark_working:
                     health.worked(route)
                 if failover.try_next:
@@ -345,6 +367,7 @@ class Intercepted(asyncio.BufferedProtocol):
                 record.route = route
                 record.reason = ending.reason
                 record.error = ending.error
+                record.kind = "upstream_refused"
                 self._reject(ending.reason)
                 return
             health.worked(route)
@@ -358,6 +381,8 @@ class Intercepted(asyncio.BufferedProtocol):
             return
         ending = routing.exhausted(decision, errors, refusals)
         record.error = ending.error
+        if errors:
+            record.kind = "route_refused" if refusals == len(errors) else "route_failed"
         if ending.reject:
             self._reject(ending.reason)
         else:
@@ -373,6 +398,7 @@ class Intercepted(asyncio.BufferedProtocol):
 
     def _start_relay(self, upstream: asyncio.Transport, leftover: bytearray) -> None:
         self.state = _RELAY
+        self.ctx.metrics.setup_done(time.monotonic() - self.record.monotonic_start)
         client = self.transport
         held, self.sniffer = self.sniffer.take(), _RELEASED
         if self.ctx.config.splice:
@@ -407,6 +433,8 @@ class Intercepted(asyncio.BufferedProtocol):
 
     def half_lost(self, half: Half | SpliceHalf, exc: Exception | None) -> None:
         self.lost += 1
+        if exc is not None and self.record.kind is None:
+            self.record.kind = "reset"
         other = half.peer.transport
         if not other.is_closing():
             other.close()
@@ -421,12 +449,14 @@ class Intercepted(asyncio.BufferedProtocol):
             self.idle_total, self.idle_since = total, now
         elif now - self.idle_since >= idle_timeout:
             self.record.error = f"idle for {idle_timeout:g}s"
+            self.record.kind = "timeout"
             for half in self.halves:
                 half.transport.abort()
 
     def abort(self, why: str) -> None:
         """Cut the connection now (drain timeout at shutdown)."""
         self.record.error = self.record.error or why
+        self.record.kind = self.record.kind or "drain_cut"
         if self.halves is not None:
             for half in self.halves:
                 half.transport.abort()
@@ -456,9 +486,11 @@ class Intercepted(asyncio.BufferedProtocol):
         transport.resume_reading()  # read and discard what the client still sends
         self.timer = asyncio.get_running_loop().call_later(REJECT_LINGER, transport.close)
 
-    def _reset(self, why: str | None) -> None:
+    def _reset(self, why: str | None, kind: str | None = None) -> None:
         if why:
             self.record.error = why
+        if kind is not None:
+            self.record.kind = kind
         self.state = _DONE
         transport = self.transport
         sock = transport.get_extra_info("socket")
@@ -477,16 +509,21 @@ class Intercepted(asyncio.BufferedProtocol):
             self.timer.cancel()
             self.timer = None
         halves = self.halves
+        record = self.record
         if halves is not None:
-            self.record.bytes_up = halves[0].nbytes
-            self.record.bytes_down = halves[1].nbytes
+            record.bytes_up = halves[0].nbytes
+            record.bytes_down = halves[1].nbytes
             # Both halves are gone: break the reference cycles, so the connection's objects
             # are freed at once instead of waiting for the garbage collector.
             self.halves = None
             for half in halves:
                 if isinstance(half, Half):  # spliced ones are few: left to the collector
                     half.peer = half.owner = None  # type: ignore[assignment]
-        emit(self.record, self.ctx.config.json_logs)
+        self.ctx.metrics.connection_ended(
+            PATH, record.decision or UNDECIDED, record.kind, record.bytes_up, record.bytes_down,
+            time.monotonic() - record.monotonic_start,
+        )  # fmt: skip
+        emit(record, self.ctx.config.json_logs)
 
 
 def _policy_failed(dest: Destination, exc: Exception) -> Decision:

@@ -132,3 +132,73 @@ def control_reader(
             transport.close()
 
     return follow
+
+
+# ------------------------------------------------------------------ the report pipe
+#
+# Up from each worker to the supervisor goes a second pipe, of newline-framed JSON objects
+# with one key naming the kind (`{"report": {...}}`: the worker's state and totals). Each
+# kind has its own encoder here and its handler in the supervisor, found by that key; a line
+# of a kind the supervisor has no handler for is ignored, and an unreadable one ends that
+# pipe (the supervisor keeps the worker's last report, and restarts it as usual if it dies).
+
+#: The environment variable that hands a worker the write end of its report pipe.
+REPORT_FD_ENV = "AIRGAP_REPORT_FD"
+#: Longest upward line read (a report is at most PIPE_BUF bytes; this is generous).
+MAX_REPORT_LINE = 64 << 10
+
+
+def report_message(body: dict[str, object]) -> bytes:
+    """The line that carries a worker's report (`proxy.worker_report`)."""
+    return json.dumps({"report": body}, separators=(",", ":")).encode() + b"\n"
+
+
+def decode_up(line: bytes) -> tuple[str, dict[str, object]]:
+    """One upward line -> (kind, body); ValueError when it is not one."""
+    message = json.loads(line)
+    if not isinstance(message, dict) or len(message) != 1:
+        raise ValueError("an upward message is a JSON object with one key")
+    ((kind, body),) = message.items()
+    if not isinstance(body, dict):
+        raise ValueError(f"the body of a {kind!r} message is a JSON object")
+    return kind, body
+
+
+class UpwardReader(asyncio.Protocol):
+    """The supervisor's end of one worker's report pipe: lines to `on_message`."""
+
+    def __init__(self, on_message: Callable[[str, dict[str, object]], None]) -> None:
+        self.on_message = on_message
+        self.buf = bytearray()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.ReadTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while (end := self.buf.find(b"\n")) >= 0:
+            line, self.buf = bytes(self.buf[:end]), self.buf[end + 1 :]
+            try:
+                kind, body = decode_up(line)
+            except ValueError:
+                log.error("unreadable report from a worker; no longer reading its reports")
+                self.close()
+                return
+            self.on_message(kind, body)
+        if len(self.buf) > MAX_REPORT_LINE:
+            log.error("report line from a worker too long; no longer reading its reports")
+            self.close()
+
+    def close(self) -> None:
+        self.buf.clear()
+        if self.transport is not None:
+            self.transport.close()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)

@@ -38,6 +38,7 @@ from pac.env import PacEnv, canonical_addresses, normalize_name
 from pac.result import EvalResult, Reads
 from pac.sandbox import AsyncPacSandbox, Limits, exhausted_bounds
 from proxy.config import DEFAULTS
+from proxy.metrics import METRICS, ProcessMetrics
 from proxy.pac_source import PacSnapshot
 from proxy.resolver import NameResolver
 from rules.model import Action, Decision, Destination
@@ -197,8 +198,10 @@ class PacDecider:
         engine: str,
         evaluators: int = DEFAULTS.pac.evaluators,
         max_queue: int = DEFAULTS.pac.queue,
+        metrics: ProcessMetrics = METRICS,
     ) -> None:
         self.resolver = resolver
+        self.metrics = metrics
         self.limits = limits
         self.engine = engine
         self.evaluators = evaluators
@@ -251,6 +254,11 @@ class PacDecider:
                 self.limits.time + 2, lambda: asyncio.ensure_future(old.aclose())
             )
 
+    @property
+    def in_force(self) -> bool:
+        """Whether a script is loaded here and deciding (else every decision is REJECT)."""
+        return self._sandbox is not None and self.snapshot.script is not None
+
     async def aclose(self) -> None:
         if self._sandbox is not None:
             await self._sandbox.aclose()
@@ -264,11 +272,14 @@ class PacDecider:
         answer, or a recent evaluation that exhausted its bounds; None: await `decide`."""
         snap = self.snapshot
         if self._sandbox is None or snap.script is None:
+            self.metrics.pac_evaluated("unavailable")
             return self._reject(dest, f"{UNAVAILABLE}: {snap.error or 'no script'}")
         cached = self.cache.get(dest, _own_answer(dest), self.resolver.peek)
+        if cached is None:
+            cached = self.failures.get(dest, time.monotonic())
         if cached is not None:
-            return cached
-        return self.failures.get(dest, time.monotonic())
+            self.metrics.pac_evaluated("cached")
+        return cached
 
     async def decide(self, dest: Destination) -> Decision:
         known = self.decide_now(dest)
@@ -280,10 +291,12 @@ class PacDecider:
             return self._reject(dest, f"{UNAVAILABLE}: no script")
         own_answer = _own_answer(dest)
         if self._waiting >= self.max_queue:
+            self.metrics.pac_evaluated("overloaded")
             return self._reject(dest, f"{OVERLOADED}: {self._waiting} evaluations waiting")
         client = dest.client_ip
         mine = self._waiting_by_client.get(client, 0)
         if mine >= self.client_queue:
+            self.metrics.pac_evaluated("overloaded")
             return self._reject(
                 dest, f"{OVERLOADED}: {mine} evaluations of client {client} waiting"
             )
@@ -293,6 +306,7 @@ class PacDecider:
         )
         self._waiting += 1
         self._waiting_by_client[client] = mine + 1
+        began = time.monotonic()
         try:
             result = await sandbox.evaluate(dest.url, dest.host, env, self._resolve, client)
         finally:
@@ -302,6 +316,9 @@ class PacDecider:
                 self._waiting_by_client[client] = left
             else:
                 del self._waiting_by_client[client]
+        error = result.error
+        outcome = "ok" if error is None else "timeout" if error.kind == "timeout" else "error"
+        self.metrics.pac_evaluated(outcome, time.monotonic() - began)
         if sandbox is not self._sandbox:
             # The script changed while this evaluated: decide again with the new one.
             return await self.decide(dest)

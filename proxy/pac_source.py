@@ -32,6 +32,8 @@ from urllib.parse import unquote, urlsplit
 from pac.lint import lint, load_hints
 from pac.loader import Fetched, PacSourceError, check_size, decode_pac, fetch_pac_with
 from proxy.config import DEFAULTS
+from proxy.metrics import METRICS, ProcessMetrics
+from proxy.redact import REDACTED, redact_url, url_secrets
 from rules.policy_path import unsafe_path_reason
 
 if TYPE_CHECKING:  # aiohttp is imported when a PAC URL is first fetched
@@ -124,7 +126,13 @@ class PacSource:
         settings: PacSettings,
         validate: Validator,
         on_change: Callable[[PacSnapshot], Awaitable[None] | None],
+        metrics: ProcessMetrics = METRICS,
     ) -> None:
+        self.metrics = metrics
+        #: Wall-clock times of the last download or read that gave a usable script, and of
+        #: the last failure with its message (for the admin endpoint's /status).
+        self.last_success: float | None = None
+        self.last_error: tuple[float, str] | None = None
         self.source = source
         self.inline = inline
         self.settings = settings
@@ -136,7 +144,8 @@ class PacSource:
         self._good_last_modified: str | None = None
         self._failing_since: float | None = None
         self._session: aiohttp.ClientSession | None = None
-        self.label = "embeddedPac" if inline is not None else str(source)
+        #: How logs and errors name the source: its URL without user, password or query.
+        self.label = "embeddedPac" if inline is not None else redact_url(str(source))
 
     # ----------------------------------------------------------------- the loop
 
@@ -183,14 +192,14 @@ class PacSource:
             fetched = await self._fetch(str(self.source))
             text = None if fetched.status == 304 else decode_pac(fetched.body, fetched.charset)
         except PacSourceError as exc:
-            await self._fail(str(exc))
+            await self._fail(str(exc), "error")
             return False
         except Exception as exc:  # anything unexpected is a failure too: fail closed
-            await self._fail(f"{self.label}: {type(exc).__name__}: {exc}")
+            await self._fail(f"{self.label}: {type(exc).__name__}: {exc}", "error")
             return False
         if fetched.status == 304:
             if self._good is None:
-                await self._fail(f"{self.label}: 304 Not Modified but no script is loaded")
+                await self._fail(f"{self.label}: 304 Not Modified but no script is loaded", "error")
                 return False
             await self._unchanged()
             return True
@@ -212,7 +221,7 @@ class PacSource:
         except Exception as exc:
             hints = load_hints(text, getattr(exc, "error", None))
             why = f"{exc} (hint: {'; '.join(hints)})" if hints else str(exc)
-            await self._fail(f"{self.label}: script refused: {why}")
+            await self._fail(f"{self.label}: script refused: {why}", "invalid")
             return False
         recovering = self._failing_since is not None
         event = "loaded" if self._good is None else "refreshed"
@@ -221,6 +230,8 @@ class PacSource:
         elif recovering:
             event = "recovered, loaded"
         self._failing_since = None
+        self.metrics.inc("airgap_pac_fetches", "ok")
+        self.last_success = time.time()
         self._good = PacSnapshot(text, digest)
         await self.publish(self._good)
         log.info("PAC %s: source=%s sha256=%s bytes=%d", event, self.label, digest[:16], len(text))
@@ -244,6 +255,8 @@ class PacSource:
 
     async def _unchanged(self) -> None:
         assert self._good is not None
+        self.metrics.inc("airgap_pac_fetches", "unchanged")
+        self.last_success = time.time()
         if self._failing_since is not None or self.snapshot is not self._good:
             self._failing_since = None
             log.info("PAC recovered (unchanged): source=%s sha256=%s", self.label,
@@ -252,7 +265,19 @@ class PacSource:
         else:
             log.info("PAC unchanged: source=%s", self.label)
 
-    async def _fail(self, error: str) -> None:
+    def _hide(self, text: str) -> str:
+        """`text` with the source's secrets taken out: a download error quotes the URL."""
+        if self.source is None or self.label == self.source:
+            return text
+        text = text.replace(self.source, self.label)
+        for secret in url_secrets(self.source):
+            text = text.replace(secret, REDACTED)
+        return text
+
+    async def _fail(self, error: str, result: str) -> None:
+        error = self._hide(error)
+        self.metrics.inc("airgap_pac_fetches", result)
+        self.last_error = (time.time(), error)
         now = time.monotonic()
         if self._failing_since is None:
             self._failing_since = now
@@ -320,5 +345,6 @@ class PacSource:
 def warn_about_plain_http(source: str | None) -> None:
     if source and urlsplit(source).scheme.lower() == "http":
         log.warning(
-            "PAC %s is fetched over plain http: anyone on the path can change the policy", source
+            "PAC %s is fetched over plain http: anyone on the path can change the policy",
+            redact_url(source),
         )

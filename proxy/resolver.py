@@ -13,6 +13,7 @@ import socket
 import time
 
 from pac.addr import socket_ip
+from proxy.metrics import METRICS, ProcessMetrics
 
 
 class NameResolver:
@@ -24,7 +25,9 @@ class NameResolver:
         negative_ttl: float = 5.0,
         timeout: float = 5.0,
         max_entries: int = 4096,
+        metrics: ProcessMetrics = METRICS,
     ) -> None:
+        self.metrics = metrics
         self.ttl = ttl
         self.negative_ttl = negative_ttl
         self.timeout = timeout
@@ -69,6 +72,7 @@ class NameResolver:
         try:
             now = time.monotonic()
             addrs = await self._lookup(asyncio.get_running_loop(), name)
+            self.metrics.dns_lookup("timeout" if addrs is None else "ok" if addrs else "not_found")
             if addrs is None:  # timed out: say nothing about the name to later callers
                 return ()
             if len(self._cache) >= self.max_entries:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from pac.addr import format_hostport
 from pac.routes import Route
 from proxy.config import DEFAULTS
 
@@ -61,3 +62,12 @@ class BadProxies:
     def worked(self, route: Route) -> None:
         if self._until:
             self._until.pop((route.kind, route.host, route.port), None)
+
+    def listing(self) -> list[dict[str, object]]:
+        """The proxies tried last now, in PAC spelling (no credentials), with seconds left."""
+        now = time.monotonic()
+        return [
+            {"route": f"{kind} {format_hostport(host, port)}", "seconds_left": round(t - now, 1)}
+            for (kind, host, port), t in self._until.items()
+            if t > now
+        ]

@@ -23,11 +23,15 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 
-from proxy.control import CONTROL_FD_ENV, STOP_MESSAGE, STOP_SIGNALS
+from proxy.control import CONTROL_FD_ENV, REPORT_FD_ENV, STOP_MESSAGE, STOP_SIGNALS, UpwardReader
+from proxy.fleet import Fleet
+from proxy.metrics import METRICS
 
 log = logging.getLogger("airgap.proxy")
 
 RESTART_PAUSE = 1.0
+#: How long a worker's last reports may take to arrive after it exited.
+REPORT_FLUSH = 2.0
 #: Sends one message line to every worker (and to each one started later).
 Broadcast = Callable[[bytes], Awaitable[None]]
 #: Runs beside the workers, broadcasting what they must all be told.
@@ -35,12 +39,14 @@ Feed = Callable[[Broadcast], Coroutine[None, None, None]]
 
 
 class _Worker:
-    __slots__ = ("index", "pipe", "proc")
+    __slots__ = ("index", "pipe", "proc", "reports")
 
-    def __init__(self, index: int, proc: asyncio.subprocess.Process, pipe: asyncio.WriteTransport):
+    def __init__(self, index: int, proc: asyncio.subprocess.Process, pipe: asyncio.WriteTransport,
+                 reports: UpwardReader) -> None:  # fmt: skip
         self.index = index
         self.proc = proc
         self.pipe = pipe
+        self.reports = reports
 
 
 async def supervise(
@@ -49,12 +55,16 @@ async def supervise(
     feed: Feed | None,
     drain_timeout: float,
     first_message: bytes | None = None,
+    fleet: Fleet | None = None,
 ) -> int:
     """Run `count` workers until a stop signal; returns the worst worker exit status.
 
     `feed` runs beside the workers and broadcasts message lines (`proxy.control`); the
     latest one, or `first_message` before any, is what a newly started worker gets first.
+    `fleet` is told of every start, report and exit (the admin endpoint reads it).
     """
+    if fleet is None:
+        fleet = Fleet(count, uses_pac=False, own=METRICS)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in STOP_SIGNALS:
@@ -65,20 +75,42 @@ async def supervise(
 
     async def spawn(index: int) -> _Worker:
         read_fd, write_fd = os.pipe()
-        env = {**os.environ, CONTROL_FD_ENV: str(read_fd)}
+        try:
+            report_read, report_write = os.pipe()
+        except OSError:
+            os.close(read_fd)
+            os.close(write_fd)
+            raise
+        env = {**os.environ, CONTROL_FD_ENV: str(read_fd), REPORT_FD_ENV: str(report_write)}
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 "proxy.cli",
                 *worker_argv,
-                pass_fds=(read_fd,),
+                pass_fds=(read_fd, report_write),
                 env=env,
             )
+        except BaseException:
+            os.close(write_fd)
+            os.close(report_read)
+            raise
         finally:
             os.close(read_fd)
+            os.close(report_write)
+        pid = proc.pid
+        fleet.started(index, pid)
+        handlers = {"report": lambda body: fleet.reported(index, pid, body)}
+
+        def on_message(kind: str, body: dict[str, object]) -> None:
+            handler = handlers.get(kind)
+            if handler is not None:
+                handler(body)
+
+        reports = UpwardReader(on_message)
+        await loop.connect_read_pipe(lambda: reports, os.fdopen(report_read, "rb"))
         pipe, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(write_fd, "wb"))
-        worker = _Worker(index, proc, pipe)
+        worker = _Worker(index, proc, pipe, reports)
         if latest is not None:
             pipe.write(latest)
         return worker
@@ -108,8 +140,15 @@ async def supervise(
                 worker.pipe.close()
             code = await worker.proc.wait()
             worker.pipe.close()
+            # Its last report (written as it stopped) may still be in the pipe.
+            try:
+                await asyncio.wait_for(asyncio.shield(worker.reports.closed), REPORT_FLUSH)
+            except TimeoutError:
+                worker.reports.close()
+            fleet.exited(index, worker.proc.pid)
             if stop.is_set():
                 return code
+            (fleet.own or METRICS).inc("airgap_worker_restarts")
             log.error("worker %d exited with %d; restarting it", index, code)
             try:
                 await asyncio.wait_for(stop.wait(), RESTART_PAUSE)
@@ -120,6 +159,7 @@ async def supervise(
     keepers = [loop.create_task(keep(i)) for i in range(count)]
     feeder = loop.create_task(feed(broadcast)) if feed else None
     await stop.wait()
+    fleet.draining = True
     if feeder is not None:
         feeder.cancel()
     # Stop by message, not by signal: a worker still starting up would die of a SIGTERM

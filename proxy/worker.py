@@ -88,6 +88,7 @@ async def serve(
     resolver: NameResolver | None = None,
     background: Sequence[Background] = (),
     ready: asyncio.Event | None = None,
+    context_jobs: Sequence[Callable[[ProxyContext], Background]] = (),
 ) -> int:
     """Run one worker until SIGTERM/SIGINT, then drain. Returns the exit status.
 
@@ -96,6 +97,8 @@ async def serve(
     before the listeners, and with `ready` the listeners open only once it is set: a
     worker started beside others joins their SO_REUSEPORT group only when its policy is in
     force, so until then the kernel gives every connection to the others.
+    `context_jobs` are made from the worker's context once its listeners are open (the
+    report to the supervisor, or the admin endpoint of a single process), and run the same.
     """
     loop = asyncio.get_running_loop()
     ctx = ProxyContext(
@@ -144,6 +147,7 @@ async def serve(
             ctx.sweep_idle()
 
     tasks.append(loop.create_task(sweeper()))
+    tasks += [loop.create_task(make(ctx)(stop)) for make in context_jobs]
     await stop.wait()
     log.info("stopping: no new connections; draining %d open ones", len(ctx.active))
     for server in servers:

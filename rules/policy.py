@@ -138,6 +138,12 @@ class Policy:
         return self.pac_source is not None
 
     @property
+    def upstreams(self) -> tuple[Route | None, Route | None]:
+        """The static (http, https) proxies in force (from the config, or the environment in
+        system mode); their credentials are the caller's to keep out of sight."""
+        return self._static.http, self._static.https
+
+    @property
     def pac_active(self) -> bool:
         """True when a PAC decider is installed; without one, PAC policies REJECT."""
         return self._pac_decider is not None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import http.client
 import json
 import os
 import shutil
@@ -466,7 +467,24 @@ class ProxyProcess:
         # default on a multi-core host, and an explicit count keeps tests machine-independent.
         self.workers = int(extra[extra.index("--workers") + 1]) if "--workers" in extra else 2
         self.args += ["--log-format", "json", "--workers", str(self.workers), *extra]
+        # An admin endpoint of its own (the default port would be shared by every proxy).
+        self.admin_port: int | None = None
+        if "--admin-listen" not in extra:
+            self.admin_port = free_port()
+            self.args += ["--admin-listen", f"127.0.0.1:{self.admin_port}"]
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def admin(self, path: str, method: str = "GET") -> tuple[int, bytes]:
+        """(status, body) of one request to the admin endpoint (never redirected: only
+        marked client sockets are)."""
+        assert self.admin_port is not None
+        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=10)
+        try:
+            conn.request(method, path)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
 
     def start(self) -> ProxyProcess:
         self._log = self.log_path.open("wb")

@@ -416,6 +416,8 @@ def test_iptables_forwarded_only_shows_no_output_rules_and_needs_an_interface(
     assert "OUTPUT" not in out.out.replace("# airgap", "")
     assert main(base) == 2
     assert "forwarded-only rules need at least one --from-interface" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", ["run", "explain"])
 def test_a_lone_surrogate_key_is_one_message_and_exit_2(tmp_path: Path, command: str) -> None:
     """The JSON escape of an unpaired surrogate as a key: the loader's one message naming the
@@ -438,3 +440,15 @@ def test_a_lone_surrogate_key_is_one_message_and_exit_2(tmp_path: Path, command:
     lines = proc.stderr.splitlines()
     assert len(lines) == 1, proc.stderr
     assert "containersProxy.'\\ud800': the key holds an unpaired surrogate" in lines[0]
+
+
+def test_admin_listen_default_none_and_refusals(capsys: pytest.CaptureFixture[str]) -> None:
+    from proxy.cli import parse_admin_listen
+    from proxy.config import DEFAULTS
+
+    assert parse_admin_listen(None) == DEFAULTS.admin_listen == ("127.0.0.1", 15000)
+    assert parse_admin_listen("none") is None and parse_admin_listen("NONE") is None
+    assert parse_admin_listen("[::1]:9901") == ("::1", 9901)
+    assert main(["run", "--admin-listen", "localhost", "--mark", "0"]) == 2
+    assert "--admin-listen" in capsys.readouterr().err
+    assert main(["run", "--admin-listen", "127.0.0.1:99999", "--mark", "0"]) == 2

@@ -221,6 +221,8 @@ async def test_lint_lines_are_bounded(caplog: pytest.LogCaptureFixture) -> None:
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warned) == MAX_LINT_LINES + 1
     assert warned[-1] == "PAC lint: source=embeddedPac and 10 more (pac-eval --lint lists them all)"
+
+
 async def test_file_source_from_a_configmap_volume_and_a_swappable_one(tmp_path: Path) -> None:
     from tests.configmap import write_volume
 
