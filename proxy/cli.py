@@ -382,7 +382,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             " of `apply` prints them): %s",
             redirect_hint(args.config, cfg, config.listen[0][1], config.mark),
         )
-    in_force = InForce(args.config, file_sha256(args.config, DEFAULT_POLICY), cfg, policy)
+    in_force = None
+    if control_fd is None:  # a supervisor's worker serves no admin endpoint
+        in_force = InForce(args.config, file_sha256(args.config, DEFAULT_POLICY), cfg, policy)
     if config.workers > 1:
         log.info("starting %d workers", config.workers)
         argv = [*sys.argv[1:], "--workers", "1"]

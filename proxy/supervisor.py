@@ -11,7 +11,9 @@ every worker to stop over the pipe (each then drains its own relays), restarts a
 died on its own or could not be started (after a pause, so a crash loop cannot spin), and
 exits when all stopped.
 A worker whose control pipe closes (the supervisor is gone) stops: nothing keeps deciding
-with a frozen policy.
+with a frozen policy. Up a second pipe each worker reports its state and counts
+(`proxy.worker_report`), which the supervisor keeps in a `proxy.fleet.Fleet` for the admin
+endpoint, folding a dead worker's last totals into the sum before it is restarted.
 """
 
 from __future__ import annotations
