@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import logging
 import math
@@ -164,7 +165,37 @@ def can_mark(mark: int) -> bool:
     return True
 
 
-def resolve_mark(requested: int | None) -> int | None:
+def transparent_listeners(values: Sequence[str] | None) -> tuple[tuple[str, int], ...]:
+    """`--listen`: the default pair when absent, none for `--listen none` (an explicit-only
+    proxy, which needs no root), else the addresses; UsageError when one is malformed."""
+    if not values:
+        return DEFAULT_LISTEN
+    if [v.strip().lower() for v in values] == ["none"]:
+        return ()
+    try:
+        return tuple(parse_hostport(x) for x in values)
+    except ValueError as exc:
+        raise UsageError(f"--listen {exc}") from None
+
+
+def exposure_warnings(explicit: Sequence[tuple[str, int]]) -> list[str]:
+    """A warning per explicit listener that is not on a loopback address: every host that
+    can reach it can use the proxy (it has no authentication)."""
+    out = []
+    for host, port in explicit:
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not loopback:
+            out.append(
+                f"--explicit-listen {addr.format_hostport(host, port)} is not a loopback"
+                " address: every host that can reach it can use this proxy"
+            )
+    return out
+
+
+def resolve_mark(requested: int | None, warn: bool = True) -> int | None:
     """The mark the proxy's own sockets carry.
 
     By default the one `airgap-proxy iptables` exempts (0x4147), when this process may set
@@ -176,6 +207,8 @@ def resolve_mark(requested: int | None) -> int | None:
     if requested is None:
         if can_mark(DEFAULT_MARK):
             return DEFAULT_MARK
+        if not warn:  # explicit-only: no redirect rules, nothing can loop
+            return None
         log.warning(
             "cannot set SO_MARK (no CAP_NET_ADMIN): exempt the proxy from redirection by uid "
             "(airgap-proxy iptables --proxy-uid), or its own connections would loop into it"
@@ -302,12 +335,15 @@ def run_config(args: argparse.Namespace, worker: bool) -> RunConfig:
 
     `worker`: this process is one worker of a supervisor, which shares its listeners.
     """
+    listen = transparent_listeners(args.listen)
     try:
-        listen = tuple(parse_hostport(x) for x in args.listen) if args.listen else DEFAULT_LISTEN
+        explicit = tuple(parse_hostport(x) for x in args.explicit_listen or ())
     except ValueError as exc:
-        raise UsageError(f"--listen {exc}") from None
+        raise UsageError(f"--explicit-listen {exc}") from None
+    if not listen and not explicit:
+        raise UsageError("--listen none needs at least one --explicit-listen HOST:PORT")
     try:
-        mark = resolve_mark(args.mark)
+        mark = resolve_mark(args.mark, warn=bool(listen))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if args.splice:
@@ -321,6 +357,7 @@ def run_config(args: argparse.Namespace, worker: bool) -> RunConfig:
     return RunConfig(
         config_path=args.config,
         listen=listen,
+        explicit_listen=explicit,
         listen_is_default=not args.listen,
         peek_timeout=args.peek_timeout,
         connect_timeout=args.connect_timeout,
@@ -360,11 +397,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             log.warning("%s", warning)
         source = args.config or "the bundled default policy (block all external access)"
         log.info("policy: %s", source)
-        log.info(
-            "redirect rules (the sidecar entrypoint has applied them already; `show` instead"
-            " of `apply` prints them): %s",
-            redirect_hint(args.config, cfg, config.listen[0][1], config.mark),
-        )
+        for warning in exposure_warnings(config.explicit_listen):
+            log.warning("%s", warning)
+        if config.listen:
+            log.info(
+                "redirect rules (the sidecar entrypoint has applied them already; `show`"
+                " instead of `apply` prints them): %s",
+                redirect_hint(args.config, cfg, config.listen[0][1], config.mark),
+            )
     if config.workers > 1:
         log.info("starting %d workers", config.workers)
         argv = [*sys.argv[1:], "--workers", "1"]
@@ -430,7 +470,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--listen",
         action="append",
         metavar="HOST:PORT",
-        help="repeatable; default 127.0.0.1:15001 and [::1]:15001",
+        help="transparent listener, repeatable; default 127.0.0.1:15001 and [::1]:15001; "
+        "'none' for an explicit-only proxy (needs no root: --listen none --explicit-listen "
+        "127.0.0.1:3128)",
+    )
+    run.add_argument(
+        "--explicit-listen",
+        action="append",
+        metavar="HOST:PORT",
+        help="explicit HTTP proxy listener (CONNECT and http:// requests, for HTTP_PROXY / "
+        "HTTPS_PROXY clients), repeatable; IPv6 as [addr]:port; off by default",
     )
     run.add_argument(
         "--peek-timeout", type=_positive, default=DEFAULTS.peek_timeout, metavar="SECONDS"
