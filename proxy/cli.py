@@ -24,7 +24,7 @@ from pac import addr, installed_version
 from proxy import firewall_apply as firewall_cmd
 from proxy.config import DEFAULT_LISTEN, DEFAULTS, PacConfig, RunConfig
 from proxy.control import CONTROL_FD_ENV
-from proxy.explain import run_explain
+from proxy.explain import run_explain, run_explain_explicit
 from proxy.launch import PacOptions, pac_ssl_context, run_supervisor, run_worker
 from proxy.pac_source import PacSettings
 from proxy.splice_relay import FDS_PER_CONNECTION as SPLICE_FDS
@@ -420,7 +420,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
         cfg, policy = load_policy(args.config)
         table = parse_resolve(args.resolve) if args.resolve else None
         pac = pac_options(pac_config(args), args.ca_bundle, None) if policy.uses_pac else None
-        out = asyncio.run(run_explain(cfg, policy, pac, args.dest, args.ip, args.client, table))
+        if args.explicit:
+            if args.ip is not None:
+                raise UsageError("--explicit takes no --ip: the proxy resolves the name itself")
+            out = asyncio.run(run_explain_explicit(cfg, policy, pac, args.dest, args.client, table))
+        else:
+            out = asyncio.run(run_explain(cfg, policy, pac, args.dest, args.ip, args.client, table))
     except (ConfigError, UsageError, ValueError) as exc:
         print(f"airgap-proxy explain: {exc}", file=sys.stderr)
         return 2
@@ -551,6 +556,12 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--config", help="admin-settings.json (default: bundled policy)")
     explain.add_argument("dest", metavar="DEST", help="host:port, ip:port or [v6]:port")
     explain.add_argument("--ip", help="the destination IP the container connected to")
+    explain.add_argument(
+        "--explicit",
+        action="store_true",
+        help="decide as the explicit proxy listener would (a name on any port; the proxy "
+        "resolves it)",
+    )
     explain.add_argument(
         "--client",
         metavar="IP",

@@ -94,11 +94,14 @@ class ForwardRequest:
 def find_head_end(buf: bytes | bytearray) -> int:
     """The length of the complete head at the start of `buf` (through its blank line),
     or -1 while it is incomplete. Raises HeadError (431) once `buf` holds more than
-    `MAX_HEAD_BYTES` without a complete head. A bare-LF blank line is not an end: the
-    head is then refused by `parse_request_head` or by size, never read two ways."""
+    `MAX_HEAD_BYTES` without a complete head, and (400) at once when what arrived has a
+    bare LF: a bare-LF blank line is not an end, and such a head is never read two ways
+    nor waited for."""
     end = buf.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES)
     if end >= 0:
         return end + 4
+    if buf.count(b"\n") != buf.count(b"\r\n"):
+        raise HeadError(400, "bare LF in the request head")
     if len(buf) >= MAX_HEAD_BYTES:
         raise HeadError(431, f"request head over {MAX_HEAD_BYTES} bytes")
     return -1

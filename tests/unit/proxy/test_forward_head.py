@@ -185,4 +185,6 @@ def test_find_head_end() -> None:
     data = head("GET http://a.example/ HTTP/1.1", "Host: a")
     assert find_head_end(data[:-1]) == -1
     assert find_head_end(data + b"body") == len(data)
-    assert find_head_end(b"GET http://a/ HTTP/1.1\n\n") == -1  # a bare-LF end is no end
+    with pytest.raises(HeadError) as info:  # a bare-LF end is no end: refused, not awaited
+        find_head_end(b"GET http://a/ HTTP/1.1\n\n")
+    assert info.value.status == 400
