@@ -429,3 +429,19 @@ def test_explicit_only_as_an_ordinary_user(origins) -> None:
         finally:
             proc.terminate()
             assert proc.wait(15) == 0, log.read_text()
+
+
+def test_stop_ends_idle_keep_alive_connections_at_once(explicit) -> None:
+    """SIGTERM: a keep-alive connection waiting for its next request does not hold the
+    drain (60 s here) open."""
+    proxy = explicit(static(["allowed.example"]), "--workers", "1", "--drain-timeout", "60")
+    with socket.create_connection(("127.0.0.1", proxy.eport), 10) as sock:
+        sock.sendall(b"GET http://allowed.example/ HTTP/1.1\r\nHost: allowed.example\r\n\r\n")
+        answer = b""
+        while b"}" not in answer:  # the ident body is one JSON object
+            answer += sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        proxy.signal()
+        assert proxy.proc is not None
+        assert proxy.proc.wait(20) == 0
+        assert sock.recv(10) == b""  # closed by the proxy
