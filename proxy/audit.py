@@ -46,6 +46,14 @@ class ConnectionRecord:
     error: str | None = None
     #: What kind of failure `error` is (`proxy.metrics.ERROR_KINDS`), for the metrics.
     kind: str | None = None
+    #: Which front door: "transparent" (redirected connections) or "explicit" (the proxy
+    #: listener). An explicit line is one request and also says `method`, the requested
+    #: `host` and `port`, and the `status` answered (200 for an established CONNECT).
+    path: str = "transparent"
+    method: str | None = None
+    host: str = ""
+    port: int = 0
+    status: int | None = None
     started: float = field(default_factory=time.time)
     monotonic_start: float = field(default_factory=time.monotonic)
 
@@ -58,9 +66,10 @@ class ConnectionRecord:
         return _addr(self.dst_ip, self.dst_port) if self.dst_ip else ""
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        data: dict[str, object] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self.started))
             + f".{int(self.started * 1000) % 1000:03d}Z",
+            "path": self.path,
             "client": self.client,
             "dst": self.dst,
             "hostname": self.hostname,
@@ -72,6 +81,12 @@ class ConnectionRecord:
             "error": self.error,
             "duration_ms": round((time.monotonic() - self.monotonic_start) * 1000, 1),
         }
+        if self.method is not None:
+            data["method"] = self.method
+            data["host"] = self.host
+            data["port"] = self.port
+            data["status"] = self.status
+        return data
 
 
 def emit(record: ConnectionRecord, json_format: bool) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import logging
 import math
@@ -23,7 +24,7 @@ from pac import addr, installed_version
 from proxy import firewall_apply as firewall_cmd
 from proxy.config import DEFAULT_LISTEN, DEFAULTS, PacConfig, RunConfig
 from proxy.control import CONTROL_FD_ENV, REPORT_FD_ENV
-from proxy.explain import run_explain
+from proxy.explain import run_explain, run_explain_explicit
 from proxy.launch import PacOptions, pac_ssl_context, run_supervisor, run_worker
 from proxy.pac_source import PacSettings
 from proxy.splice_relay import FDS_PER_CONNECTION as SPLICE_FDS
@@ -165,7 +166,37 @@ def can_mark(mark: int) -> bool:
     return True
 
 
-def resolve_mark(requested: int | None) -> int | None:
+def transparent_listeners(values: Sequence[str] | None) -> tuple[tuple[str, int], ...]:
+    """`--listen`: the default pair when absent, none for `--listen none` (an explicit-only
+    proxy, which needs no root), else the addresses; UsageError when one is malformed."""
+    if not values:
+        return DEFAULT_LISTEN
+    if [v.strip().lower() for v in values] == ["none"]:
+        return ()
+    try:
+        return tuple(parse_hostport(x) for x in values)
+    except ValueError as exc:
+        raise UsageError(f"--listen {exc}") from None
+
+
+def exposure_warnings(explicit: Sequence[tuple[str, int]]) -> list[str]:
+    """A warning per explicit listener that is not on a loopback address: every host that
+    can reach it can use the proxy (it has no authentication)."""
+    out = []
+    for host, port in explicit:
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not loopback:
+            out.append(
+                f"--explicit-listen {addr.format_hostport(host, port)} is not a loopback"
+                " address: every host that can reach it can use this proxy"
+            )
+    return out
+
+
+def resolve_mark(requested: int | None, warn: bool = True) -> int | None:
     """The mark the proxy's own sockets carry.
 
     By default the one `airgap-proxy iptables` exempts (0x4147), when this process may set
@@ -177,6 +208,8 @@ def resolve_mark(requested: int | None) -> int | None:
     if requested is None:
         if can_mark(DEFAULT_MARK):
             return DEFAULT_MARK
+        if not warn:  # explicit-only: no redirect rules, nothing can loop
+            return None
         log.warning(
             "cannot set SO_MARK (no CAP_NET_ADMIN): exempt the proxy from redirection by uid "
             "(airgap-proxy iptables --proxy-uid), or its own connections would loop into it"
@@ -303,16 +336,19 @@ def run_config(args: argparse.Namespace, worker: bool) -> RunConfig:
 
     `worker`: this process is one worker of a supervisor, which shares its listeners.
     """
+    listen = transparent_listeners(args.listen)
     try:
-        listen = tuple(parse_hostport(x) for x in args.listen) if args.listen else DEFAULT_LISTEN
+        explicit = tuple(parse_hostport(x) for x in args.explicit_listen or ())
     except ValueError as exc:
-        raise UsageError(f"--listen {exc}") from None
+        raise UsageError(f"--explicit-listen {exc}") from None
+    if not listen and not explicit:
+        raise UsageError("--listen none needs at least one --explicit-listen HOST:PORT")
     try:
         admin_listen = parse_admin_listen(args.admin_listen)
     except ValueError as exc:
         raise UsageError(f"--admin-listen {exc}") from None
     try:
-        mark = resolve_mark(args.mark)
+        mark = resolve_mark(args.mark, warn=bool(listen))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if args.splice:
@@ -326,6 +362,7 @@ def run_config(args: argparse.Namespace, worker: bool) -> RunConfig:
     return RunConfig(
         config_path=args.config,
         listen=listen,
+        explicit_listen=explicit,
         listen_is_default=not args.listen,
         peek_timeout=args.peek_timeout,
         connect_timeout=args.connect_timeout,
@@ -377,11 +414,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             log.warning("%s", warning)
         source = args.config or "the bundled default policy (block all external access)"
         log.info("policy: %s", source)
-        log.info(
-            "redirect rules (the sidecar entrypoint has applied them already; `show` instead"
-            " of `apply` prints them): %s",
-            redirect_hint(args.config, cfg, config.listen[0][1], config.mark),
-        )
+        for warning in exposure_warnings(config.explicit_listen):
+            log.warning("%s", warning)
+        if config.listen:
+            log.info(
+                "redirect rules (the sidecar entrypoint has applied them already; `show`"
+                " instead of `apply` prints them): %s",
+                redirect_hint(args.config, cfg, config.listen[0][1], config.mark),
+            )
     in_force = None
     if control_fd is None:  # a supervisor's worker serves no admin endpoint
         in_force = InForce(args.config, file_sha256(args.config, DEFAULT_POLICY), cfg, policy)
@@ -409,7 +449,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
         cfg, policy = load_policy(args.config)
         table = parse_resolve(args.resolve) if args.resolve else None
         pac = pac_options(pac_config(args), args.ca_bundle, None) if policy.uses_pac else None
-        out = asyncio.run(run_explain(cfg, policy, pac, args.dest, args.ip, args.client, table))
+        if args.explicit:
+            if args.ip is not None:
+                raise UsageError("--explicit takes no --ip: the proxy resolves the name itself")
+            out = asyncio.run(run_explain_explicit(cfg, policy, pac, args.dest, args.client, table))
+        else:
+            out = asyncio.run(run_explain(cfg, policy, pac, args.dest, args.ip, args.client, table))
     except (ConfigError, UsageError, ValueError) as exc:
         print(f"airgap-proxy explain: {exc}", file=sys.stderr)
         return 2
@@ -459,7 +504,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--listen",
         action="append",
         metavar="HOST:PORT",
-        help="repeatable; default 127.0.0.1:15001 and [::1]:15001",
+        help="transparent listener, repeatable; default 127.0.0.1:15001 and [::1]:15001; "
+        "'none' for an explicit-only proxy (needs no root: --listen none --explicit-listen "
+        "127.0.0.1:3128)",
+    )
+    run.add_argument(
+        "--explicit-listen",
+        action="append",
+        metavar="HOST:PORT",
+        help="explicit HTTP proxy listener (CONNECT and http:// requests, for HTTP_PROXY / "
+        "HTTPS_PROXY clients), repeatable; IPv6 as [addr]:port; off by default",
     )
     run.add_argument(
         "--peek-timeout", type=_positive, default=DEFAULTS.peek_timeout, metavar="SECONDS"
@@ -538,6 +592,12 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--config", help="admin-settings.json (default: bundled policy)")
     explain.add_argument("dest", metavar="DEST", help="host:port, ip:port or [v6]:port")
     explain.add_argument("--ip", help="the destination IP the container connected to")
+    explain.add_argument(
+        "--explicit",
+        action="store_true",
+        help="decide as the explicit proxy listener would (a name on any port; the proxy "
+        "resolves it)",
+    )
     explain.add_argument(
         "--client",
         metavar="IP",

@@ -70,7 +70,10 @@ class RunConfig:
 
     #: admin-settings.json; None: the bundled block-all policy.
     config_path: str | None = None
+    #: The transparent listeners; empty (`--listen none`) for an explicit-only proxy.
     listen: tuple[tuple[str, int], ...] = DEFAULT_LISTEN
+    #: The explicit (forward) proxy listeners, `--explicit-listen`; none by default.
+    explicit_listen: tuple[tuple[str, int], ...] = ()
     #: True when `listen` is the default (a host without IPv6 then skips `[::1]` quietly).
     listen_is_default: bool = True
     #: Seconds a client on 80/443 has to send its hello or request head.

@@ -18,6 +18,7 @@ import struct
 import time
 from collections.abc import Container
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from pac.addr import socket_ip as canonical_ip
 from proxy import reject_wire
@@ -91,7 +92,7 @@ class ProxyContext:
     #: (`RunConfig.max_connections` 0 means "from the limit", which only the CLI knows;
     #: a context built elsewhere, by a test or an embedding, gets a fixed cap).
     max_connections: int = field(init=False)
-    active: set[Intercepted] = field(default_factory=set)
+    active: set[Tracked] = field(default_factory=set)
     #: Connections still waiting for their hello/head, by peek deadline.
     peeking: Deadlines[Intercepted] = field(init=False)
     #: The worker's loop, when made inside it: `asyncio.get_running_loop()` costs a getpid
@@ -118,9 +119,9 @@ class ProxyContext:
         """(path, bytes up, bytes down) of every relay still open, for the report."""
         out = []
         for conn in self.active:
-            halves = conn.halves
-            if halves is not None:
-                out.append((PATH, halves[0].nbytes, halves[1].nbytes))
+            moving = conn.in_flight()
+            if moving is not None:
+                out.append(moving)
         return out
 
     def sweep_idle(self) -> None:
@@ -166,7 +167,7 @@ class Intercepted(asyncio.BufferedProtocol):
         self.sniffed: SniffResult | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
-        self.halves: tuple[Half, Half] | tuple[SpliceHalf, SpliceHalf] | None = None
+        self.halves: Halves | None = None
         self.lost = 0
         self.discarded = 0
         self.idle_total = -1
@@ -399,37 +400,17 @@ class Intercepted(asyncio.BufferedProtocol):
     def _start_relay(self, upstream: asyncio.Transport, leftover: bytearray) -> None:
         self.state = _RELAY
         self.ctx.metrics.setup_done(time.monotonic() - self.record.monotonic_start)
-        client = self.transport
         held, self.sniffer = self.sniffer.take(), _RELEASED
-        if self.ctx.config.splice:
-            # None: this one cannot be spliced (TLS upstream, no descriptors left): default relay.
-            spliced = take_over(client, upstream, held, bytes(leftover), self)
-            if spliced is not None:
-                self.halves = spliced
-                self.task = None
-                self.sniffed = None
-                return
-        from_client, from_upstream = pair(client, upstream, self)
-        self.halves = (from_client, from_upstream)
-        # Resume first, then write: a write that fills a buffer past its high-water mark
-        # pauses the other side (`Half.pause_writing`), and a resume after it would undo
-        # that pause, with no second `pause_writing` to come (the buffer would grow without
-        # bound behind a peer that does not read).
-        client.resume_reading()
-        upstream.resume_reading()
-        if held:
-            from_client.nbytes += len(held)
-            upstream.write(held)
+        self.halves = hand_over(
+            self.transport, upstream, held, leftover, self, self.ctx.config.splice, self.client_eof
+        )
         # Nothing of the set-up phase is kept for the life of the relay.
         self.task = None
         self.sniffed = None
-        if leftover:
-            from_upstream.nbytes += len(leftover)
-            client.write(bytes(leftover))
-        if self.client_eof:
-            from_client.eof = True
-            if upstream.can_write_eof():
-                upstream.write_eof()
+
+    def in_flight(self) -> tuple[str, int, int] | None:
+        halves = self.halves
+        return None if halves is None else (PATH, halves[0].nbytes, halves[1].nbytes)
 
     def half_lost(self, half: Half | SpliceHalf, exc: Exception | None) -> None:
         self.lost += 1
@@ -524,6 +505,68 @@ class Intercepted(asyncio.BufferedProtocol):
             time.monotonic() - record.monotonic_start,
         )  # fmt: skip
         emit(record, self.ctx.config.json_logs)
+
+
+Halves = tuple[Half, Half] | tuple[SpliceHalf, SpliceHalf]
+
+
+class HalfOwner(Protocol):
+    """Who owns a relay of either kind: told once per half when it is gone."""
+
+    def half_lost(self, half: Half | SpliceHalf, exc: Exception | None) -> None: ...
+
+
+def hand_over(
+    client: asyncio.Transport,
+    upstream: asyncio.Transport,
+    held: bytes,
+    leftover: bytes | bytearray,
+    owner: HalfOwner,
+    splice: bool,
+    client_eof: bool,
+) -> Halves:
+    """Start the relay between a client and a connected route (both front doors use it).
+
+    `held`: the client's bytes read during the set-up, sent upstream first; `leftover`: what
+    the upstream sent past its handshake, sent to the client first; `client_eof`: the
+    client half-closed already. `--splice` where it applies, else the default relay.
+    """
+    if splice:
+        # None: this one cannot be spliced (TLS upstream, no descriptors left): default relay.
+        spliced = take_over(client, upstream, held, bytes(leftover), owner)
+        if spliced is not None:
+            return spliced
+    from_client, from_upstream = pair(client, upstream, owner)
+    # Resume first, then write: a write that fills a buffer past its high-water mark
+    # pauses the other side (`Half.pause_writing`), and a resume after it would undo
+    # that pause, with no second `pause_writing` to come (the buffer would grow without
+    # bound behind a peer that does not read).
+    client.resume_reading()
+    upstream.resume_reading()
+    if held:
+        from_client.nbytes += len(held)
+        upstream.write(held)
+    if leftover:
+        from_upstream.nbytes += len(leftover)
+        client.write(bytes(leftover))
+    if client_eof:
+        from_client.eof = True
+        if upstream.can_write_eof():
+            upstream.write_eof()
+    return from_client, from_upstream
+
+
+class Tracked(Protocol):
+    """A connection the worker tracks (`ProxyContext.active`): the idle sweep and the
+    drain at shutdown reach every front door's connections through these two."""
+
+    def check_idle(self, now: float, idle_timeout: float) -> None: ...
+
+    def abort(self, why: str) -> None: ...
+
+    def in_flight(self) -> tuple[str, int, int] | None:
+        """(path, bytes up, bytes down) while relaying, for the metrics report; else None."""
+        ...
 
 
 def _policy_failed(dest: Destination, exc: Exception) -> Decision:

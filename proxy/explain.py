@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import asyncio
 
+from proxy.explicit_decide import Explicit, decide_explicit, explicit_destination
 from proxy.launch import PacOptions, make_source
 from proxy.pac_decider import PacDecider
 from proxy.resolver import NameResolver
 from rules.config import ContainersProxyConfig
 from rules.explain import (
+    _is_ip,
+    _parse_ip_option,
     explain_destination,
     explanation,
     name_to_check,
+    parse_dest,
+    select_explicit_routes,
     select_routes,
     with_note,
 )
@@ -73,6 +78,64 @@ async def run_explain(
                 " network, may answer otherwise (use --resolve NAME=IP to fix the answer)"
             )
     return explanation(decision, select_routes(dest, decision, addrs), notes, dns)
+
+
+async def run_explain_explicit(
+    cfg: ContainersProxyConfig,
+    policy: Policy,
+    pac: PacOptions | None,
+    dest_text: str,
+    client: str | None = None,
+    table: dict[str, tuple[str, ...]] | None = None,
+) -> dict[str, object]:
+    """`explain --explicit DEST`: what the explicit listener does with a request for DEST
+    (any port is decided by the policy; a name is resolved by the proxy for DIRECT)."""
+    host, port = parse_dest(dest_text)
+    client_ip = _parse_ip_option(client, "--client") if client is not None else None
+    is_ip = _is_ip(host)
+    dest = explicit_destination(host, port, is_ip, client_ip)
+    resolver: NameResolver = TableResolver(table) if table is not None else NameResolver()
+    notes: list[str] = []
+    if pac is None:
+        explicit = await decide_explicit(policy, resolver, dest)
+    else:
+        explicit = await _decide_explicit_with_pac(cfg, policy, pac, dest, resolver)
+    decision = explicit.decision
+    addrs: tuple[str, ...] | None = None
+    dns: dict[str, tuple[str, ...]] = {}
+    if explicit.pinned is not None:
+        addrs = (explicit.pinned,)
+    elif dest.hostname is None:
+        addrs = (dest.ip,)
+    elif decision.action != "REJECT" and any(r.kind == "DIRECT" for r in decision.routes):
+        addrs = await resolver.resolve(dest.hostname)
+        dns[dest.hostname] = addrs
+        if table is None:
+            notes.append(
+                f"{dest.hostname} was resolved with this machine's resolver: the proxy's, in"
+                " its own network, may answer otherwise (use --resolve NAME=IP to fix it)"
+            )
+    return explanation(decision, select_explicit_routes(dest, decision, addrs), notes, dns)
+
+
+async def _decide_explicit_with_pac(
+    cfg: ContainersProxyConfig,
+    policy: Policy,
+    pac: PacOptions,
+    dest: Destination,
+    resolver: NameResolver,
+) -> Explicit:
+    decider = PacDecider(resolver, pac.limits, pac.engine, evaluators=1)
+    try:
+        source = make_source(cfg, pac, decider.set_snapshot)
+        if source.inline is not None:
+            await source.run()
+        else:
+            await source.refresh_once()
+            await source.close()
+        return await decide_explicit(policy.with_pac_decider(decider), resolver, dest)
+    finally:
+        await decider.aclose()
 
 
 async def _decide_with_pac(

@@ -375,7 +375,7 @@ def collector(read: Callable[[], tuple[Totals, Gauges]]) -> Any:
 
 
 #: The paths whose series are shown from the start (at 0), so `rate()` works at once.
-PATHS_SHOWN = ("transparent",)
+PATHS_SHOWN = ("transparent", "explicit")
 
 
 def zero_series(family: Family) -> list[Key]:

@@ -51,6 +51,56 @@ def http_forbidden(host: str, reason: str) -> bytes:
     return head + body
 
 
+_REASONS = {
+    400: "Bad Request",
+    403: "Forbidden",
+    405: "Method Not Allowed",
+    431: "Request Header Fields Too Large",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    504: "Gateway Timeout",
+    505: "HTTP Version Not Supported",
+}
+
+#: The name this proxy gives itself in `Proxy-Status` and `Via`.
+PROXY_NAME = "airgap-proxy"
+
+
+def proxy_status(error: str, details: str) -> bytes:
+    """An RFC 9209 `Proxy-Status` field value: our name, the error type (a token from the
+    RFC's registry) and `details` as a structured-field string (printable ASCII only, backslash
+    and `"` escaped; anything else becomes `?`)."""
+    text = sanitise(details, MAX_REASON_CHARS)
+    safe = "".join(c if " " <= c <= "~" else "?" for c in text)
+    quoted = safe.replace("\\", "\\\\").replace('"', '\\"')
+    return f'{PROXY_NAME}; error={error}; details="{quoted}"'.encode("ascii")
+
+
+def proxy_error(status: int, error: str, host: str, message: str) -> bytes:
+    """A complete response of the explicit proxy that closes the connection: `status` with
+    a `Proxy-Status` naming `error`, and a one-line body. A 403 says what port 80's does
+    (`Connections to HOST are forbidden by policy: REASON`)."""
+    if status == 403:
+        line = (
+            f"Connections to {sanitise(host, MAX_HOST_CHARS)} are forbidden by policy: "
+            f"{sanitise(message, MAX_REASON_CHARS)}\n"
+        )
+    elif host:
+        line = f"{sanitise(host, MAX_HOST_CHARS)}: {sanitise(message, MAX_REASON_CHARS)}\n"
+    else:
+        line = f"{sanitise(message, MAX_REASON_CHARS)}\n"
+    body = line.encode("utf-8", "replace")
+    head = (
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n".encode("ascii")
+        + b"Proxy-Status: "
+        + proxy_status(error, message)
+        + b"\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        + f"Content-Length: {len(body)}\r\n".encode("ascii")
+        + b"Cache-Control: no-store\r\nConnection: close\r\n\r\n"
+    )
+    return head + body
+
+
 def tls_access_denied_alert(client_hello_prefix: bytes | None) -> bytes:
     """A TLS record holding one fatal `access_denied` (49) alert.
 

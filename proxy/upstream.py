@@ -28,9 +28,11 @@ class RouteFailed(Exception):
     (`rules.routing.after_failure`): the next route for an unusable or inapplicable one, a
     REJECT when the upstream answered with a refusal."""
 
-    def __init__(self, message: str, kind: FailureKind = UNUSABLE) -> None:
+    def __init__(self, message: str, kind: FailureKind = UNUSABLE, timed_out: bool = False) -> None:
         super().__init__(message)
         self.kind: FailureKind = kind
+        #: No answer within `--connect-timeout` (the explicit proxy answers 504 for it).
+        self.timed_out = timed_out
 
 
 def _kind(exc: hs.HandshakeError) -> FailureKind:
@@ -266,7 +268,7 @@ async def open_route(
                 raise
             return transport, shaking.pending
     except TimeoutError:
-        raise RouteFailed(f"{route} timed out after {opts.timeout:g}s") from None
+        raise RouteFailed(f"{route} timed out after {opts.timeout:g}s", timed_out=True) from None
     except hs.HandshakeError as exc:  # raised at construction (e.g. SOCKS4 to IPv6)
         raise RouteFailed(f"{route}: {exc}", INAPPLICABLE) from None
     except RouteFailed as exc:
@@ -276,6 +278,27 @@ async def open_route(
     except OSError as exc:
         raise RouteFailed(f"{route}: {_why(exc)}") from None
     except ValueError as exc:  # UnicodeError: a PAC-given host IDNA cannot encode
+        raise RouteFailed(f"{route}: unusable host name: {exc}") from None
+
+
+async def open_proxy(route: Route, opts: ConnectOptions) -> tuple[asyncio.Transport, bytearray]:
+    """A connection to an HTTP (`PROXY`) or TLS (`HTTPS`) proxy itself, with no tunnel: the
+    explicit proxy sends it absolute-form requests. Raises RouteFailed (unusable, or
+    timed out after `opts.timeout`); returns what `open_route` returns."""
+    try:
+        async with asyncio.timeout(opts.timeout):
+            held = _Held()
+            transport = await _connect(
+                lambda: held, route.host, route.port, opts, use_tls=route.kind == "HTTPS"
+            )
+            return transport, held.pending
+    except TimeoutError:
+        raise RouteFailed(f"{route} timed out after {opts.timeout:g}s", timed_out=True) from None
+    except ssl.SSLError as exc:
+        raise RouteFailed(f"{route}: TLS: {exc.reason or exc}") from None
+    except OSError as exc:
+        raise RouteFailed(f"{route}: {_why(exc)}") from None
+    except ValueError as exc:
         raise RouteFailed(f"{route}: unusable host name: {exc}") from None
 
 
@@ -307,7 +330,7 @@ async def open_direct(
         transport, _ = await loop.create_connection(lambda: held, sock=sock)
     except TimeoutError:
         sock.close()
-        raise RouteFailed(f"DIRECT timed out after {opts.timeout:g}s") from None
+        raise RouteFailed(f"DIRECT timed out after {opts.timeout:g}s", timed_out=True) from None
     except OSError as exc:
         sock.close()
         raise RouteFailed(f"DIRECT: {_why(exc)}") from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import logging
 import signal
 import socket
@@ -17,10 +18,11 @@ import sys
 import time
 from collections.abc import Callable, Container, Coroutine, Sequence
 
-from pac.addr import format_hostport
+from pac.addr import format_hostport, socket_ip
 from proxy.config import RunConfig
 from proxy.connection import Intercepted, ProxyContext
 from proxy.control import STOP_SIGNALS
+from proxy.explicit import ExplicitConnection, ExplicitFront, stop_idle
 from proxy.resolver import NameResolver
 from proxy.route_health import BadProxies
 from proxy.upstream import ConnectOptions
@@ -51,18 +53,22 @@ def _dual_stack_socket(port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
-async def _listen(settings: RunConfig, ctx: ProxyContext) -> list[asyncio.Server]:
+async def _listen(
+    settings: RunConfig,
+    addresses: Sequence[tuple[str, int]],
+    factory: Callable[[], asyncio.BaseProtocol],
+) -> list[asyncio.Server]:
     loop = asyncio.get_running_loop()
     servers = []
-    for host, port in settings.listen:
+    for host, port in addresses:
         try:
             if host in ("::", "0:0:0:0:0:0:0:0"):
                 server = await loop.create_server(
-                    lambda: Intercepted(ctx), sock=_dual_stack_socket(port, settings.reuse_port)
+                    factory, sock=_dual_stack_socket(port, settings.reuse_port)
                 )
             else:
                 server = await loop.create_server(
-                    lambda: Intercepted(ctx),
+                    factory,
                     host,
                     port,
                     backlog=1024,
@@ -125,8 +131,12 @@ async def serve(
         await _cancel(tasks)
         log.info("stopped")
         return 0
+    front = ExplicitFront(ctx)
     try:
-        servers = await _listen(settings, ctx)
+        servers = await _listen(settings, settings.listen, lambda: Intercepted(ctx))
+        servers += await _listen(
+            settings, settings.explicit_listen, lambda: ExplicitConnection(front)
+        )
     except OSError as exc:
         print(f"airgap-proxy: cannot listen: {exc}", file=sys.stderr)
         await _cancel(tasks)
@@ -135,10 +145,18 @@ async def serve(
         print("airgap-proxy: no listener could be opened", file=sys.stderr)
         await _cancel(tasks)
         return 1
+    own: set[tuple[str, int]] = set()
+    wildcard: set[int] = set()
     for server in servers:
         for sock in server.sockets:
             host, port = sock.getsockname()[:2]
+            own.add((socket_ip(host), port))
+            if ipaddress.ip_address(socket_ip(host)).is_unspecified:
+                wildcard.add(port)
             log.info("listening on %s", format_hostport(host, port))
+    for host, port in settings.explicit_listen:
+        log.info("explicit proxy on %s", format_hostport(host, port))
+    front.listeners, front.wildcard_ports = frozenset(own), frozenset(wildcard)
     sweep_every = max(0.5, min(settings.idle_timeout / 4, 15.0))
 
     async def sweeper() -> None:
@@ -152,6 +170,7 @@ async def serve(
     log.info("stopping: no new connections; draining %d open ones", len(ctx.active))
     for server in servers:
         server.close()
+    stop_idle(front)
     deadline = time.monotonic() + settings.drain_timeout
     while ctx.active and time.monotonic() < deadline:
         await asyncio.sleep(0.05)

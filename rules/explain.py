@@ -212,6 +212,33 @@ def select_routes(dest: Destination, decision: Decision, addrs: Sequence[str] | 
     return Selection(tuple(choices), tuple(unchecked))
 
 
+def select_explicit_routes(
+    dest: Destination, decision: Decision, addrs: Sequence[str] | None
+) -> Selection:
+    """Each route's target as the explicit listener chooses it (`routing.explicit_target`):
+    DIRECT from `addrs` (the name's addresses, the one an IP entry matched, or the IP),
+    a proxy sent the requested host. The proxy's own listeners are not known here: the
+    listener also refuses those, and `unchecked` says so when DIRECT may be used."""
+    if decision.action == "REJECT":
+        return Selection((), ())
+    choices: list[RouteChoice] = []
+    unchecked: list[str] = []
+    for route in decision.routes:
+        found = tuple(addrs or ()) if route.kind == "DIRECT" else ()
+        choice = routing.explicit_target(route, dest, found, lambda _ip, _port: False)
+        if isinstance(choice, routing.Refusal):
+            choices.append(RouteChoice(route, None, choice.reason, refused=True))
+            continue
+        label = f"DIRECT {choice.host}" if route.kind == "DIRECT" else str(route)
+        if route.kind == "DIRECT" and not unchecked:
+            unchecked.append(
+                "the running listener also refuses DIRECT to the proxy's own listening"
+                " addresses, which explain does not know"
+            )
+        choices.append(RouteChoice(route, choice.host, label))
+    return Selection(tuple(choices), tuple(unchecked))
+
+
 def explanation(
     decision: Decision,
     selection: Selection,

@@ -18,12 +18,16 @@ class Destination:
     `ip` is the original destination (IPv4-mapped IPv6 already folded to IPv4); `hostname`
     is the canonical sniffed name (ports 80/443 only), or None when there is no usable name.
     `client_ip` is the container's own source address (what `myIpAddress()` reports).
+    `explicit` is True for a request to the explicit proxy listener: the name (or IP) is
+    the one the client asked for, `ip` is "" for a name (the proxy resolves it), and every
+    port is decided by the policy (`transparentPorts` does not apply there).
     """
 
     ip: str
     port: int
     hostname: str | None = None
     client_ip: str | None = None
+    explicit: bool = False
 
     @property
     def scheme(self) -> str:

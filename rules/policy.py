@@ -2,7 +2,8 @@
 
 The decision order is Docker Desktop's documented precedence:
 
-1. a port outside `transparentPorts` goes DIRECT, no policy;
+1. a port outside `transparentPorts` goes DIRECT, no policy (not on the explicit proxy
+   path, `Destination.explicit`, where every port is decided by the rules below);
 2. `manual` mode with a PAC (`embeddedPac`, else `pac`): the PAC decides alone. PAC
    evaluation is not part of this package: a `Decider` is plugged in by whoever builds
    the PAC engine; until one is, every such connection is REJECTed (fail closed);
@@ -76,7 +77,7 @@ class Policy:
         self.warnings = warnings
         self._static = static
         self._pac_decider = pac_decider
-        self._cache: dict[tuple[str, int, str | None], Decision] = {}
+        self._cache: dict[tuple[str, int, str | None, bool], Decision] = {}
 
     @classmethod
     def from_config(
@@ -156,6 +157,13 @@ class Policy:
         """
         return self.uses_pac or self._static.bypass.has_ip_entries
 
+    @property
+    def matches_resolved_addresses(self) -> bool:
+        """True when the explicit path must resolve a name before deciding: static rules
+        with IP or CIDR bypass entries, which match the addresses the proxy resolved for a
+        requested name there (a PAC looks names up itself)."""
+        return not self.uses_pac and self._static.bypass.has_ip_entries
+
     def with_pac_decider(self, decider: Decider) -> Policy:
         """The same policy with PAC decisions delegated to `decider`."""
         return Policy(
@@ -174,21 +182,21 @@ class Policy:
         `dest.ip` == "" means the IP is unknown (`explain` without --ip): IP/CIDR entries
         cannot match then. An IPv4-mapped `dest.ip` is folded to IPv4 first.
         """
-        key = (dest.ip, dest.port, dest.hostname)
+        key = (dest.ip, dest.port, dest.hostname, dest.explicit)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
         ip = parse_ip(dest.ip)
         if ip is not None and str(ip) != dest.ip:
             dest = dataclasses.replace(dest, ip=str(ip))
-        if dest.port not in self.transparent_ports:
+        if not dest.explicit and dest.port not in self.transparent_ports:
             return _decision(dest, "DIRECT", (DIRECT,), f"port {dest.port} not in transparentPorts")
         if self.pac_source is not None:
             if self._pac_decider is None:
                 return _decision(dest, "REJECT", (), PAC_INACTIVE_REASON)
             return self._pac_decider.decide_now(dest)
         decision = self._decide_static(dest, ip)
-        # Static decisions depend on (ip, port, name) alone: keep them, bounded. A new
+        # Static decisions depend on (ip, port, name, path) alone: keep them, bounded. A new
         # configuration builds a new Policy, so the cache cannot outlive its rules.
         if len(self._cache) >= _CACHE_SIZE:
             self._cache.clear()

@@ -17,6 +17,10 @@ The rules:
   the connection to an address the decision was not made about: DIRECT refuses any other
   address, and a proxy route sends the name only when the IP is one of its addresses, the
   IP itself when the name cannot be resolved here, and refuses otherwise.
+- **Explicit proxy requests.** The client names the destination and dials nothing itself:
+  DIRECT dials an address the proxy resolved for the name (or the requested IP), never the
+  proxy host's own addresses nor one of the proxy's own listeners (no self-loop, no door to
+  the host's local services); a proxy route is sent the requested name or IP.
 - **Failover.** A route that could not be used (connection refused, timeout, reset or close
   before a reply, TLS failure to an HTTPS proxy, a malformed reply) moves on to the next
   route, and a proxy is marked bad. A proxy that answered with a refusal (an HTTP status
@@ -28,7 +32,7 @@ The rules:
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -161,6 +165,31 @@ def proxy_target(route: Route, dest: Destination, addrs: Sequence[str]) -> Targe
     return Refusal(
         f"{route}: {dest.ip} is not an address of {name}, and the decision was made on that address"
     )
+
+
+def explicit_target(
+    route: Route,
+    dest: Destination,
+    addrs: Sequence[str],
+    own_listener: Callable[[str, int], bool],
+) -> Target | Refusal:
+    """What a route of an explicit-proxy request dials (see the module doc). `addrs`: for
+    DIRECT, the addresses it may choose from (the name's, the one an IP entry matched, or
+    the requested IP); `own_listener(ip, port)`: whether that is one of the proxy's own
+    listening sockets."""
+    if route.kind != "DIRECT":
+        return Target(dest.host)
+    if not addrs:
+        return Refusal(f"DIRECT: name {dest.host} does not resolve")
+    usable = [a for a in addrs if not is_proxy_host(a)]
+    if not usable:
+        return Refusal(
+            f"DIRECT: {dest.host} is the proxy host's own address ({', '.join(addrs)}): refused"
+        )
+    outside = [a for a in usable if not own_listener(a, dest.port)]
+    if not outside:
+        return Refusal(f"DIRECT: {dest.host} port {dest.port} is the proxy's own listener: refused")
+    return Target(outside[0])
 
 
 def route_label(route: Route, dest: Destination, target: str) -> Route | str:

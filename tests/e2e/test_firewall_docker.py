@@ -68,6 +68,7 @@ def test_compose_is_the_sidecar_pattern() -> None:
     assert "cap_add: [NET_ADMIN]" in text
     assert "condition: service_healthy" in text
     assert "admin-settings.json:/etc/airgap-proxy/admin-settings.json:ro" in text
+    assert 'command: ["--explicit-listen", "127.0.0.1:3128"]' in text
     assert "\t" not in text
 
 

@@ -35,3 +35,18 @@ def test_undecided_connection_is_logged_as_reject(
 def test_a_decision_made_is_logged_as_made(caplog: pytest.LogCaptureFixture) -> None:
     record = ConnectionRecord("127.0.0.1", 40000, "203.0.113.5", 443, decision="DIRECT")
     assert json.loads(_line(caplog, record, True))["decision"] == "DIRECT"
+
+
+def test_lines_name_their_path(caplog: pytest.LogCaptureFixture) -> None:
+    transparent = json.loads(_line(caplog, ConnectionRecord("127.0.0.1", 1), True))
+    assert transparent["path"] == "transparent" and "method" not in transparent
+    record = ConnectionRecord("127.0.0.1", 1, path="explicit", method="GET")
+    record.host, record.port, record.status = "a.example", 80, 403
+    explicit = json.loads(_line(caplog, record, True))
+    assert explicit["path"] == "explicit"
+    assert (explicit["method"], explicit["host"], explicit["port"], explicit["status"]) == (
+        "GET",
+        "a.example",
+        80,
+        403,
+    )
