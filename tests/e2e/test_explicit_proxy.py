@@ -7,6 +7,8 @@ redirect rule is involved: the clients are proxy-aware.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import io
 import json
@@ -16,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
@@ -285,20 +288,67 @@ def test_https_route(explicit, upstreams) -> None:
         front.stop()
 
 
+@contextlib.contextmanager
+def body_origin() -> Iterator[int]:
+    """An aiohttp origin on ORIGIN_B that reads the whole request body and answers its
+    length and digest (the rig's ident origins answer after the first read)."""
+    from aiohttp import web
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    port = h.free_port()
+
+    async def handle(request: web.Request) -> web.Response:
+        data = await request.read()
+        return web.json_response(
+            {
+                "method": request.method,
+                "path": request.path_qs,
+                "length": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "chunked": request.headers.get("Transfer-Encoding", ""),
+                "expect": request.headers.get("Expect", ""),
+            }
+        )
+
+    async def start() -> web.AppRunner:
+        app = web.Application(client_max_size=1 << 26)
+        app.router.add_route("*", "/{tail:.*}", handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, h.ORIGIN_B, port).start()
+        return runner
+
+    runner = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    try:
+        yield port
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
 def test_bodies_chunked_and_expect_continue(explicit) -> None:
-    proxy = explicit(static(["allowed.example"]))
-    data = b"x" * 3000
-    for extra in (
-        ("-H", "Transfer-Encoding: chunked"),
-        ("-H", "Expect: 100-continue"),
-        (),
-    ):
-        done = subprocess.run(
-            ["curl", "-sS", "--max-time", "20", "-x", proxy.url, *extra,
-             "--data-binary", "@-", "http://allowed.example/post"],
-            input=data, capture_output=True, timeout=30,
-        )  # fmt: skip
-        assert json.loads(done.stdout)["line"] == "POST /post HTTP/1.1", done
+    proxy = explicit(static(["other.example"]))
+    data = os.urandom(3 << 20)
+    with body_origin() as port:
+        for extra in (
+            ("-H", "Transfer-Encoding: chunked"),
+            ("-H", "Expect: 100-continue"),
+            (),
+        ):
+            done = subprocess.run(
+                ["curl", "-sS", "--max-time", "20", "-x", proxy.url, *extra,
+                 "--data-binary", "@-", f"http://other.example:{port}/post?x=1"],
+                input=data, capture_output=True, timeout=30,
+            )  # fmt: skip
+            answer = json.loads(done.stdout)
+            assert (answer["method"], answer["path"]) == ("POST", "/post?x=1"), done
+            assert answer["length"] == len(data), done
+            assert answer["sha256"] == hashlib.sha256(data).hexdigest()
+            assert answer["expect"] == ""  # answered by the proxy, not passed on
+        assert explicit_records(proxy)[-1]["bytes_up"] >= len(data)
 
 
 def test_wget_and_urllib(explicit) -> None:
