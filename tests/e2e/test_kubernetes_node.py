@@ -100,7 +100,14 @@ def test_node_daemonset_redirects_the_pods_and_leaves_the_node_alone(
     proxy = k.Container(spec, "airgap-proxy", volumes)
     started: list[h.Background] = []
     try:
-        assert origin_saw(from_pod("tcp", h.ORIGIN_V6, 80), h.ORIGIN_V6, 80) == POD_V6
+        # the pod's path through the new bridge (IPv6 neighbour discovery first) is open
+        for host, own in ((h.ORIGIN_V4, POD_V4), (h.ORIGIN_V6, POD_V6)):
+            h.wait_for(
+                lambda host=host, own=own: origin_saw(from_pod("tcp", host, 80), host, 80) == own,
+                20,
+                f"the pod reaching {host} before any rule",
+                0.2,
+            )
         dns = f" --dns-server {h.DNS_V4} --dns-server {h.DNS_V6}"
         extra = {"AIRGAP_IPTABLES_ARGS": rules.env()["AIRGAP_IPTABLES_ARGS"] + dns}
         done = rules.run(spec, h.APP, env=extra)

@@ -192,3 +192,14 @@ def test_rules_step_fails_closed_on_a_writable_policy_volume(pod: Pod) -> None:
     assert "locking down" in done.stderr
     assert "error" in client(h.ORIGIN_V6, 8080)  # reject-all
     assert not pod.started_up()
+
+
+def test_the_kubelets_volume_layout_passes_only_as_its_read_only_mount(pod: Pod) -> None:
+    # The same 0777 volume directory and `..data` chain: through the read-only bind mount
+    # (how the kubelet mounts a ConfigMap into every container) no one can repoint it; the
+    # writable source itself is refused. Real mounts, real statvfs, no read-only root here.
+    from rules.config import ConfigError, load_config
+
+    assert load_config(pod.volumes["policy"] / KEY).transparent_ports.ranges()
+    with pytest.raises(ConfigError, match=f"its directory {pod.source} is writable"):
+        load_config(pod.source / KEY)
