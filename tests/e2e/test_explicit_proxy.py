@@ -28,6 +28,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.e2e import harness as h
+from tests.e2e.firewall_helpers import python_readable_by_all
 
 pytestmark = pytest.mark.e2e
 
@@ -466,7 +467,10 @@ def test_explicit_only_as_an_ordinary_user(origins) -> None:
     log = tmp_path / "log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--",
+            # The checkout and the interpreter may sit in 0700 directories (a fresh CI
+            # clone under mktemp -d, /root): made readable to this process tree only.
+            [*python_readable_by_all(),
+             "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--",
              sys.executable, "-m", "proxy.cli", "run", "--config", str(config),
              "--listen", "none", "--explicit-listen", f"127.0.0.1:{port}", "--workers", "1"],
             cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
