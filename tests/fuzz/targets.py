@@ -17,6 +17,7 @@ import ssl
 import zlib
 
 from pac.result import ProtocolError, decode_envelope
+from proxy.forward_head import HeadError, parse_request_head
 from proxy.handshake import HandshakeError, UpstreamHandshake, http_connect, socks4, socks5
 from proxy.sniff import MAX_SNIFF_BYTES, Sniffer, SniffResult, sniff
 from rules.config import MAX_MESSAGE, ConfigError, parse_config_bytes
@@ -310,4 +311,45 @@ register(
     pac_result_seeds,
     check_pac_result,
     (b'"', b"DIRECT", b"PROXY ", b";", b" ", b"\\u0000", b"null", b"[", b"]", b'"k"', b"\\ud800"),
+)
+
+# ----------------------------------------------------------------------------- explicit proxy
+
+
+def forward_head_seeds() -> list[bytes]:
+    return [
+        b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n",
+        b"GET http://a.example/x?y HTTP/1.1\r\nHost: a.example\r\n"
+        b"Proxy-Connection: keep-alive\r\n\r\n",
+        b"POST http://[2001:db8::1]:8080/p HTTP/1.1\r\nHost: [2001:db8::1]:8080\r\n"
+        b"Content-Length: 3\r\n\r\n",
+        b"PUT http://b.example/ HTTP/1.1\r\nHost: b.example\r\nTransfer-Encoding: chunked\r\n"
+        b"Expect: 100-continue\r\n\r\n",
+        b"GET http://user:pw@c.example/ HTTP/1.0\r\nConnection: close\r\n\r\n",
+    ]
+
+
+def check_forward_head(data: bytes) -> str:
+    """The explicit listener's head parser: a request whose fields hold what the listener
+    relies on, or a refusal with a 4xx, 501 or 505 status; any other exception is a bug."""
+    try:
+        req = parse_request_head(data)
+    except HeadError as exc:
+        if not (400 <= exc.status <= 499 or exc.status in (501, 505)):
+            raise AssertionError(f"refusal with status {exc.status}") from exc
+        return f"refused {exc.status}"
+    if not req.host or not 0 < req.port < 65536:
+        raise AssertionError(f"accepted without a usable target: {req!r}")
+    if req.chunked and req.content_length is not None:
+        raise AssertionError("accepted with both chunked and Content-Length framing")
+    if req.method != "CONNECT" and not req.path.startswith("/"):
+        raise AssertionError(f"accepted with a path that is not origin-form: {req.path!r}")
+    return f"accepted {req.method if req.method in ('CONNECT', 'GET', 'POST') else 'other'}"
+
+
+register(
+    "forward-head",
+    forward_head_seeds,
+    check_forward_head,
+    (*_HTTP_TOKENS, b"CONNECT ", b"Content-Length: ", b"http://", b"https://", b":0"),
 )
