@@ -1,23 +1,26 @@
 """Putting one `airgap-proxy run` together: the policy, the PAC machinery, the worker(s).
 
 A static policy decides synchronously. A PAC policy gets a `PacDecider` (evaluation off the
-event loop) fed by a `PacSource`: in a single process the source runs beside the listeners;
-with several workers it runs once, in the supervisor, which sends each worker the same
-snapshot over its control pipe (`proxy.supervisor`).
+event loop) fed by a `PacSource`. What owns the policy (`PolicyOwner`: the file, reloaded
+on SIGHUP or when it changes, and its PAC source) runs once: in a single process beside the
+listeners; with several workers in the supervisor, which sends each worker the same
+validated text and the same snapshots over its control pipe (`proxy.supervisor`), so all
+of them decide alike, and a worker started later gets the version in force.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from pac.sandbox import AsyncPacSandbox, Limits
-from proxy import control
+from proxy import audit, control
 from proxy.config import RunConfig
-from proxy.control import control_reader
+from proxy.control import MAIN, SHADOW
 from proxy.pac_decider import PacDecider
 from proxy.pac_source import (
     UNLOADED,
@@ -26,10 +29,13 @@ from proxy.pac_source import (
     PacSource,
     warn_about_plain_http,
 )
+from proxy.policy_feed import PolicyFeed, PolicySink, SourceFactory
+from proxy.reload import ConfigVersion, ReloadState, text_version
 from proxy.resolver import NameResolver
+from proxy.route_health import BadProxies
 from proxy.supervisor import Broadcast, supervise
 from proxy.worker import Background, serve
-from rules.policy import Policy
+from proxy.worker_policy import WorkerPolicy
 from rules.settings import ContainersProxyConfig
 
 log = logging.getLogger("airgap.proxy")
@@ -84,64 +90,230 @@ def make_source(
     return PacSource(source, inline, opts.source, make_validator(opts), on_change)
 
 
-def _guarded(source: PacSource) -> Background:
-    """Run the source; if it ever dies, say so and fail closed."""
+def source_factory(opts: PacOptions) -> SourceFactory:
+    """The PAC source of a config version, for a `PolicyFeed`."""
 
-    async def job(_stop: asyncio.Event) -> None:
+    def make(
+        version: ConfigVersion, publish: Callable[[PacSnapshot], Awaitable[None]]
+    ) -> PacSource:
+        return make_source(version.cfg, opts, publish)
+
+    return make
+
+
+def decider_factory(opts: PacOptions, resolver: NameResolver) -> Callable[[], PacDecider]:
+    """A worker's PAC decider (its own engine processes), one per PAC source and slot."""
+
+    def make() -> PacDecider:
+        return PacDecider(resolver, opts.limits, opts.engine, opts.evaluators, opts.max_queue)
+
+    return make
+
+
+class PolicyOwner:
+    """What the process that owns the policy keeps: the feeds of the enforced and the shadow
+    policy, their reload records, and the signals that drive them (SIGHUP: reload both;
+    SIGUSR1: reopen the audit log, through `on_reopen`).
+
+    `state` is the enforced policy's `ReloadState`, for status pages; its `on_result` hooks
+    are where a reload counter is incremented. The supervisor's bad-proxy table is
+    `bad_proxies` (None in a single process, where the worker's own is the only one).
+    """
+
+    def __init__(
+        self, main: ConfigVersion, shadow: ConfigVersion | None, settings: RunConfig
+    ) -> None:
+        self.main = main
+        self.shadow = shadow
+        self.settings = settings
+        self.state = ReloadState(settings.config_path, main.sha256)
+        self.shadow_state = (
+            ReloadState(settings.shadow_config_path, shadow.sha256) if shadow is not None else None
+        )
+        self.bad_proxies: BadProxies | None = None
+        self.feeds: list[PolicyFeed] = []
+
+    def build_feeds(self, sink: PolicySink, pac: PacOptions) -> list[PolicyFeed]:
+        make = source_factory(pac)
+        self.feeds = [
+            PolicyFeed(MAIN, self.main, self.settings.config_path, sink, make, self.state)
+        ]
+        if self.shadow is not None:
+            self.feeds.append(
+                PolicyFeed(
+                    SHADOW,
+                    self.shadow,
+                    self.settings.shadow_config_path,
+                    sink,
+                    make,
+                    self.shadow_state,
+                )
+            )
+        return self.feeds
+
+    def reload_all(self) -> None:
+        for feed in self.feeds:
+            feed.request_reload()
+
+    async def run(self, on_reopen: Callable[[], None]) -> None:
+        """Run the feeds with the signal handlers in place, until cancelled."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, self.reload_all)
+        loop.add_signal_handler(signal.SIGUSR1, on_reopen)
         try:
-            await source.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("PAC refresh stopped")
-            await source.publish(PacSnapshot(None, error=f"PAC refresh stopped: {exc}"))
+            await asyncio.gather(*(feed.run() for feed in self.feeds))
+        finally:
+            loop.remove_signal_handler(signal.SIGHUP)
+            loop.remove_signal_handler(signal.SIGUSR1)
 
-    return job
+
+class _BroadcastSink:
+    """A feed's versions and snapshots as control lines to every worker, each the latest of
+    its kind and slot (what a worker started later gets first)."""
+
+    def __init__(self, broadcast: Broadcast) -> None:
+        self.broadcast = broadcast
+
+    async def set_config(self, slot: str, version: ConfigVersion) -> None:
+        line = control.config_message(slot, version.text, version.source, version.sha256)
+        await self.broadcast(line, key=f"config:{slot}")
+
+    async def set_pac(self, slot: str, snap: PacSnapshot) -> None:
+        await self.broadcast(control.snapshot_message(snap, slot), key=f"pac:{slot}")
+
+
+def _ignore_owner_signals() -> None:
+    """A worker of a supervisor: SIGHUP and SIGUSR1 are the supervisor's (it tells the
+    workers over the pipe); one sent to the whole process group must not kill a worker."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGHUP, signal.SIGUSR1):
+        loop.add_signal_handler(signum, lambda: None)
 
 
 async def run_worker(
     settings: RunConfig,
-    cfg: ContainersProxyConfig,
-    policy: Policy,
     pac: PacOptions,
     control_fd: int | None,
+    main: ConfigVersion | None,
+    shadow: ConfigVersion | None = None,
+    report_fd: int | None = None,
 ) -> int:
-    """One worker process: listeners, and the PAC decider when the policy uses a PAC."""
+    """One worker process: listeners, and the PAC decider when the policy uses a PAC.
+
+    Alone (no `control_fd`), it owns its policy: `main` (and `shadow`), reloaded by its own
+    feeds. A worker of a supervisor gets its policy over the control pipe and serves only
+    once the enforced one is in force.
+    """
     resolver = NameResolver()
+    policy = WorkerPolicy(decider_factory(pac, resolver))
+    bad = BadProxies(settings.bad_proxy_ttl)
     background: list[Background] = []
-    decider: PacDecider | None = None
-    if policy.uses_pac:
-        decider = PacDecider(resolver, pac.limits, pac.engine, pac.evaluators, pac.max_queue)
-        policy = policy.with_pac_decider(decider)
-        if control_fd is None:
-            background.append(_guarded(make_source(cfg, pac, decider.set_snapshot)))
-    if control_fd is not None:
-        on_snapshot = decider.set_snapshot if decider is not None else None
-        background.append(control_reader(control_fd, on_snapshot))
+    if control_fd is None:
+        assert main is not None
+        await policy.set_config(MAIN, main)
+        if shadow is not None:
+            await policy.set_config(SHADOW, shadow)
+        owner = PolicyOwner(main, shadow, settings)
+        owner.build_feeds(policy, pac)
+
+        async def own(_stop: asyncio.Event) -> None:
+            await owner.run(audit.reopen_audit_file)
+
+        background.append(own)
+    else:
+        _ignore_owner_signals()
+
+        async def handle(message: control.Message) -> None:
+            if isinstance(message, control.ConfigUpdate):
+                version = text_version(message.text, message.source)
+                await policy.set_config(message.slot, version)
+            elif isinstance(message, control.PacUpdate):
+                await policy.set_pac(message.slot, message.snapshot)
+            elif isinstance(message, control.BadProxyNote):
+                bad.note(message.kind, message.host, message.port, message.ttl)
+            elif isinstance(message, control.ReopenAudit):
+                audit.reopen_audit_file()
+
+        channel = control.ControlChannel(control_fd, handle)
+        await channel.open()
+        ready = asyncio.ensure_future(policy.ready.wait())
+        ended = asyncio.ensure_future(channel.ended.wait())
+        await asyncio.wait((ready, ended), return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        ended.cancel()
+        if not policy.ready.is_set():
+            channel.close()
+            await policy.aclose()
+            return 0 if channel.reader.stopping else 1
+        background.append(channel.job())
+        if report_fd is not None:
+            writer = control.ReportWriter(report_fd)
+
+            def share(kind: str, host: str, port: int, ttl: float) -> None:
+                writer.send(control.bad_proxy_message(kind, host, port, ttl))
+
+            bad.on_change = share
+    first = policy.main
+    assert first is not None
     try:
-        return await serve(settings, policy, policy.transparent_ports, resolver, background)
+        return await serve(
+            settings, first, first.transparent_ports, resolver, background,
+            on_context=policy.attach, bad_proxies=bad,
+        )  # fmt: skip
     finally:
-        if decider is not None:
-            await decider.aclose()
+        await policy.aclose()
 
 
 async def run_supervisor(
-    count: int,
+    settings: RunConfig,
     worker_argv: Sequence[str],
-    cfg: ContainersProxyConfig,
-    policy: Policy,
     pac: PacOptions,
-    drain_timeout: float,
+    main: ConfigVersion,
+    shadow: ConfigVersion | None = None,
 ) -> int:
-    """N workers; with a PAC, one download for all of them."""
-    if not policy.uses_pac:
-        return await supervise(count, worker_argv, None, drain_timeout)
+    """N workers, one policy owner: one read of the file, one download of the PAC, for all
+    of them; bad proxies one worker found are relayed to every worker."""
+    owner = PolicyOwner(main, shadow, settings)
+    table = BadProxies(settings.bad_proxy_ttl)
+    owner.bad_proxies = table
+    first: list[tuple[str, bytes]] = []
+    for slot, version in ((MAIN, main), (SHADOW, shadow)):
+        if version is None:
+            continue
+        line = control.config_message(slot, version.text, version.source, version.sha256)
+        first.append((f"config:{slot}", line))
+        if version.cfg.uses_pac:
+            first.append((f"pac:{slot}", control.snapshot_message(UNLOADED, slot)))
+    relay: list[Broadcast] = []
+    sending: set[asyncio.Future[None]] = set()
+
+    def send(line: bytes) -> None:
+        """Broadcast from a callback (a report, a signal), keeping the task until it is done."""
+        if relay:
+            task = asyncio.ensure_future(relay[0](line, key=None))
+            sending.add(task)
+            task.add_done_callback(sending.discard)
+
+    def on_report(_index: int, line: bytes) -> None:
+        try:
+            note = control.decode_report(line)
+        except ValueError:
+            log.warning("unreadable report from a worker; ignored")
+            return
+        if note is None:
+            return
+        table.note(note.kind, note.host, note.port, note.ttl)
+        send(control.bad_proxy_message(note.kind, note.host, note.port, note.ttl))
+
+    def greeting() -> list[bytes]:
+        return [control.bad_proxy_message(*entry) for entry in table.entries()]
 
     async def feed(broadcast: Broadcast) -> None:
-        async def publish(snap: PacSnapshot) -> None:
-            await broadcast(control.snapshot_message(snap))
+        relay.append(broadcast)
+        owner.build_feeds(_BroadcastSink(broadcast), pac)
+        await owner.run(lambda: send(control.REOPEN_AUDIT_MESSAGE))
 
-        await _guarded(make_source(cfg, pac, publish))(asyncio.Event())
-
-    first = control.snapshot_message(UNLOADED)
-    return await supervise(count, worker_argv, feed, drain_timeout, first)
+    return await supervise(
+        settings.workers, worker_argv, feed, settings.drain_timeout,
+        first_messages=first, greeting=greeting, on_report=on_report,
+    )  # fmt: skip

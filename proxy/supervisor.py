@@ -21,26 +21,65 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import Protocol
 
-from proxy.control import CONTROL_FD_ENV, STOP_MESSAGE, STOP_SIGNALS
+from proxy.control import (
+    CONTROL_FD_ENV,
+    MAX_REPORT_LINE,
+    REPORT_FD_ENV,
+    STOP_MESSAGE,
+    STOP_SIGNALS,
+)
 
 log = logging.getLogger("airgap.proxy")
 
 RESTART_PAUSE = 1.0
-#: Sends one message line to every worker (and to each one started later).
-Broadcast = Callable[[bytes], Awaitable[None]]
+
+
+class Broadcast(Protocol):
+    """Sends one message line to every worker. With a `key`, the line is also the latest of
+    its kind, which each worker started later gets first (in the order the keys were first
+    used); `key=None` sends it to the workers running now only."""
+
+    async def __call__(self, line: bytes, key: str | None = "default") -> None: ...
+
+
 #: Runs beside the workers, broadcasting what they must all be told.
 Feed = Callable[[Broadcast], Coroutine[None, None, None]]
+#: Called with each line a worker sends up its report pipe (the worker's index, the line).
+OnReport = Callable[[int, bytes], None]
 
 
 class _Worker:
-    __slots__ = ("index", "pipe", "proc")
+    __slots__ = ("index", "pipe", "proc", "reports")
 
     def __init__(self, index: int, proc: asyncio.subprocess.Process, pipe: asyncio.WriteTransport):
         self.index = index
         self.proc = proc
         self.pipe = pipe
+        self.reports: asyncio.BaseTransport | None = None
+
+
+class _ReportReader(asyncio.Protocol):
+    """The supervisor's end of one worker's report pipe: lines, bounded."""
+
+    def __init__(self, index: int, on_report: OnReport) -> None:
+        self.index = index
+        self.on_report = on_report
+        self.buf = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while (end := self.buf.find(b"\n")) >= 0:
+            line, self.buf = bytes(self.buf[:end]), self.buf[end + 1 :]
+            try:
+                self.on_report(self.index, line)
+            except Exception:
+                log.exception("report from worker %d failed", self.index)
+        if len(self.buf) > MAX_REPORT_LINE:
+            log.error("worker %d sent an overlong report line; dropped", self.index)
+            self.buf.clear()
 
 
 async def supervise(
@@ -49,43 +88,66 @@ async def supervise(
     feed: Feed | None,
     drain_timeout: float,
     first_message: bytes | None = None,
+    *,
+    first_messages: Sequence[tuple[str, bytes]] = (),
+    greeting: Callable[[], Iterable[bytes]] | None = None,
+    on_report: OnReport | None = None,
 ) -> int:
     """Run `count` workers until a stop signal; returns the worst worker exit status.
 
-    `feed` runs beside the workers and broadcasts message lines (`proxy.control`); the
-    latest one, or `first_message` before any, is what a newly started worker gets first.
+    `feed` runs beside the workers and broadcasts message lines (`proxy.control`); a newly
+    started worker first gets the latest line of each key (`first_messages`, then
+    `first_message` under the default key, before any broadcast), then `greeting()`'s.
+    `on_report` gets what workers send up their report pipes.
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-    latest = first_message
+    latest: dict[str, bytes] = dict(first_messages)
+    if first_message is not None:
+        latest["default"] = first_message
     workers: dict[int, _Worker] = {}
 
     async def spawn(index: int) -> _Worker:
         read_fd, write_fd = os.pipe()
-        env = {**os.environ, CONTROL_FD_ENV: str(read_fd)}
+        report_read, report_write = os.pipe()
+        env = {**os.environ, CONTROL_FD_ENV: str(read_fd), REPORT_FD_ENV: str(report_write)}
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 "proxy.cli",
                 *worker_argv,
-                pass_fds=(read_fd,),
+                pass_fds=(read_fd, report_write),
                 env=env,
             )
+        except BaseException:
+            os.close(write_fd)
+            os.close(report_read)
+            raise
         finally:
             os.close(read_fd)
+            os.close(report_write)
         pipe, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(write_fd, "wb"))
         worker = _Worker(index, proc, pipe)
-        if latest is not None:
-            pipe.write(latest)
+        if on_report is not None:
+            worker.reports, _ = await loop.connect_read_pipe(
+                lambda: _ReportReader(index, on_report), os.fdopen(report_read, "rb")
+            )
+        else:
+            os.close(report_read)
+        for line in latest.values():
+            pipe.write(line)
+        if greeting is not None:
+            for line in greeting():
+                pipe.write(line)
         return worker
 
-    async def broadcast(line: bytes) -> None:
-        nonlocal latest
-        latest = line
+    async def broadcast(line: bytes, key: str | None = "default") -> None:
+        if key is not None:
+            latest[key] = line
         for worker in workers.values():
             if not worker.pipe.is_closing():
                 worker.pipe.write(line)
@@ -108,6 +170,8 @@ async def supervise(
                 worker.pipe.close()
             code = await worker.proc.wait()
             worker.pipe.close()
+            if worker.reports is not None:
+                worker.reports.close()
             if stop.is_set():
                 return code
             log.error("worker %d exited with %d; restarting it", index, code)

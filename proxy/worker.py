@@ -87,11 +87,15 @@ async def serve(
     transparent_ports: Container[int],
     resolver: NameResolver | None = None,
     background: Sequence[Background] = (),
+    on_context: Callable[[ProxyContext], None] | None = None,
+    bad_proxies: BadProxies | None = None,
 ) -> int:
     """Run one worker until SIGTERM/SIGINT, then drain. Returns the exit status.
 
     `background` coroutines (PAC refresh, the supervisor's control pipe) run while the
-    worker serves; each gets the stop event, so it can also end the worker.
+    worker serves; each gets the stop event, so it can also end the worker. `on_context`
+    gets the connections' shared context before the first one, to swap the policy in it
+    later (a reload).
     """
     loop = asyncio.get_running_loop()
     ctx = ProxyContext(
@@ -104,8 +108,10 @@ async def serve(
         ),
         resolver=resolver or NameResolver(),
         config=settings,
-        bad_proxies=BadProxies(settings.bad_proxy_ttl),
+        bad_proxies=bad_proxies if bad_proxies is not None else BadProxies(settings.bad_proxy_ttl),
     )
+    if on_context is not None:
+        on_context(ctx)
     stop = asyncio.Event()
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
