@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 
 #: Seconds between looks: a change is seen within this, well inside the 2 s promised.
 POLL_INTERVAL = 0.5
@@ -32,18 +32,23 @@ def fingerprint(path: str) -> Fingerprint:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
 
 
-async def watch(
+def watch(
     paths: Callable[[], tuple[str, ...]],
     changed: Callable[[], None],
     interval: float = POLL_INTERVAL,
-) -> None:
+) -> Coroutine[None, None, None]:
     """Call `changed()` whenever one of `paths()` (asked each time: a reload may add or
-    drop a file PAC) resolves to something else than at the previous look. Runs until
-    cancelled."""
+    drop a file PAC) resolves to something else than at the previous look. The first look
+    is now, when this is called; the coroutine runs until cancelled."""
     seen: dict[str, Fingerprint] = {p: fingerprint(p) for p in paths()}
-    while True:
-        await asyncio.sleep(interval)
-        now = {p: fingerprint(p) for p in paths()}
-        if any(seen.get(p, now[p]) != now[p] for p in now):
-            changed()
-        seen = now
+
+    async def follow() -> None:
+        nonlocal seen
+        while True:
+            await asyncio.sleep(interval)
+            now = {p: fingerprint(p) for p in paths()}
+            if any(seen.get(p, now[p]) != now[p] for p in now):
+                changed()
+            seen = now
+
+    return follow()
