@@ -13,6 +13,7 @@ import math
 import os
 import resource
 import shlex
+import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -358,6 +359,11 @@ def _fd_from_env(name: str) -> int | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # SIGHUP (reload) and SIGUSR1 (reopen the audit log) must never kill the proxy, also
+    # before their handlers are installed: until then they are ignored (the file watch
+    # still sees a changed policy).
+    for signum in (signal.SIGHUP, signal.SIGUSR1):
+        signal.signal(signum, signal.SIG_IGN)
     _setup_logging(args.log_level, args.log_format == "json")
     control_fd = _fd_from_env(CONTROL_FD_ENV)
     report_fd = _fd_from_env(REPORT_FD_ENV)

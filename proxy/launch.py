@@ -163,8 +163,9 @@ class PolicyOwner:
         try:
             await asyncio.gather(*(feed.run() for feed in self.feeds))
         finally:
-            loop.remove_signal_handler(signal.SIGHUP)
-            loop.remove_signal_handler(signal.SIGUSR1)
+            for signum in (signal.SIGHUP, signal.SIGUSR1):
+                loop.remove_signal_handler(signum)
+                signal.signal(signum, signal.SIG_IGN)  # a late one must not kill the drain
 
 
 class _BroadcastSink:

@@ -4,9 +4,12 @@ Each worker is a fresh `airgap-proxy run ... --workers 1` process (a re-exec, no
 no event loop or lock is inherited) with one control pipe from the supervisor. The kernel
 spreads new connections over the workers' sockets, so every core relays.
 
-The supervisor owns what must be one for all workers: with a PAC, it downloads and validates
-the script once and sends every worker the same snapshot, so all of them decide with the
-same script (a restarted worker gets the current one at once). On SIGTERM/SIGINT it tells
+The supervisor owns what must be one for all workers: it reads and validates the policy file
+(and reloads it) once and sends every worker the same text; with a PAC, it downloads and
+validates the script once and sends every worker the same snapshot, so all of them decide
+with the same policy (a restarted worker gets the current one at once, before it listens).
+Up a second pipe each worker reports what the others should know (a proxy it found
+dead), which the supervisor relays to all. On SIGTERM/SIGINT it tells
 every worker to stop over the pipe (each then drains its own relays), restarts a worker that
 died on its own or could not be started (after a pause, so a crash loop cannot spin), and
 exits when all stopped.

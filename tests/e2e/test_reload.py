@@ -121,17 +121,21 @@ def configmap(directory: Path, text: str, version: int) -> Path:
     return link
 
 
-@pytest.mark.parametrize("how", ["sighup", "replace", "configmap"])
+@pytest.mark.parametrize(
+    ("how", "workers"), [("sighup", 2), ("replace", 2), ("configmap", 2), ("sighup", 1)]
+)
 def test_a_reload_keeps_an_open_transfer_and_new_connections_get_the_new_policy(
-    start_proxy, tmp_path: Path, how: str
+    start_proxy, tmp_path: Path, how: str, workers: int
 ) -> None:
+    """Two workers (the supervisor owns the policy) and one (the process owns it)."""
+    count = ("--workers", str(workers))
     if how == "configmap":
         cm = tmp_path / "cm"
         cm.mkdir(mode=0o755)
         path = configmap(cm, json.dumps(A), 1)
-        proxy = start_proxy(None, "--config", str(path))
+        proxy = start_proxy(None, "--config", str(path), *count)
     else:
-        proxy = start_proxy(A)
+        proxy = start_proxy(A, *count)
         path = config_path(proxy)
     assert allowed(h.ORIGIN_A) and not allowed(h.ORIGIN_B)
     download = Download()
@@ -292,3 +296,14 @@ def test_an_unchanged_pac_source_stays_in_force_across_a_reload(start_proxy) -> 
         assert proxy.log_text().count("PAC script in use") == 2  # loaded once per worker
     finally:
         server.close()
+
+
+def test_a_file_pac_is_reread_when_it_changes(start_proxy, tmp_path: Path) -> None:
+    """Not at the next --pac-refresh (300 s here): when the file changes."""
+    pac = tmp_path / "proxy.pac"
+    replace(pac, 'function FindProxyForURL(u, host) { return "DIRECT"; }')
+    proxy = start_proxy({"containersProxy": {"pac": f"file://{pac}", "transparentPorts": "*"}})
+    h.wait_for(lambda: proxy.log_text().count("PAC script in use") >= 2, 15, "both scripts")
+    assert allowed(h.ORIGIN_A)
+    replace(pac, 'function FindProxyForURL(u, host) { return "PROXY reject.docker.internal:1"; }')
+    wait_policy(h.ORIGIN_A, False, bound=RELOAD_BOUND + 3)  # + loading the script in each worker
