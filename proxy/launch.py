@@ -116,8 +116,8 @@ class PolicyOwner:
     SIGUSR1: reopen the audit log, through `on_reopen`).
 
     `state` is the enforced policy's `ReloadState`, for status pages; its `on_result` hooks
-    are where a reload counter is incremented. The supervisor's bad-proxy table is
-    `bad_proxies` (None in a single process, where the worker's own is the only one).
+    are where a reload counter is incremented. `bad_proxies` is the table every worker's
+    list follows (the supervisor's, or the single worker's own).
     """
 
     def __init__(
@@ -168,6 +168,17 @@ class PolicyOwner:
                 signal.signal(signum, signal.SIG_IGN)  # a late one must not kill the drain
 
 
+#: Called with each `PolicyOwner` as it is made (one per `run`): where a status page or
+#: the metrics find the reload records and the bad-proxy table.
+owner_created: list[Callable[[PolicyOwner], None]] = []
+
+
+def _made(owner: PolicyOwner) -> PolicyOwner:
+    for hook in owner_created:
+        hook(owner)
+    return owner
+
+
 class _BroadcastSink:
     """A feed's versions and snapshots as control lines to every worker, each the latest of
     its kind and slot (what a worker started later gets first)."""
@@ -215,7 +226,9 @@ async def run_worker(
         if shadow is not None:
             await policy.set_config(SHADOW, shadow)
         owner = PolicyOwner(main, shadow, settings)
+        owner.bad_proxies = bad
         owner.build_feeds(policy, pac)
+        _made(owner)
 
         async def own(_stop: asyncio.Event) -> None:
             await owner.run(audit.reopen_audit_file)
@@ -226,8 +239,13 @@ async def run_worker(
 
         async def handle(message: control.Message) -> None:
             if isinstance(message, control.ConfigUpdate):
-                version = text_version(message.text, message.source)
-                await policy.set_config(message.slot, version)
+                try:
+                    version = text_version(message.text, message.source)
+                    await policy.set_config(message.slot, version)
+                except Exception:
+                    if not policy.ready.is_set():  # no policy to serve with: stop
+                        channel.ended.set()
+                    raise
             elif isinstance(message, control.PacUpdate):
                 await policy.set_pac(message.slot, message.snapshot)
             elif isinstance(message, control.BadProxyNote):
@@ -277,6 +295,7 @@ async def run_supervisor(
     owner = PolicyOwner(main, shadow, settings)
     table = BadProxies(settings.bad_proxy_ttl)
     owner.bad_proxies = table
+    _made(owner)
     first: list[tuple[str, bytes]] = []
     for slot, version in ((MAIN, main), (SHADOW, shadow)):
         if version is None:
