@@ -6,7 +6,10 @@
 #   2. starts the proxy as a non-root uid that keeps only CAP_NET_ADMIN (to mark its own
 #      upstream sockets, which the rules exempt);
 #   3. when the proxy exits, for any reason, replaces the redirect with reject-all, so a
-#      dead proxy never means open egress for the containers that share this namespace.
+#      dead proxy never means open egress for the containers that share this namespace;
+#   4. on SIGHUP, re-applies the rules from the (new) policy file, in one transaction, then
+#      passes the signal on to the proxy, which reloads the policy: `docker compose kill
+#      -s HUP` reloads both. Rules that cannot be applied stay as they were.
 #
 # Usage:  entrypoint.sh [extra `airgap-proxy run` options...]
 #         entrypoint.sh healthcheck     (ready: rules applied and the proxy listening)
@@ -125,7 +128,23 @@ on_signal() {
     kill -TERM "$child" 2>/dev/null || true
   fi
 }
-trap on_signal TERM INT HUP
+# shellcheck disable=SC2317 # called by the trap below
+on_reload() {
+  # The rules first, so the ports the new policy polices are redirected when it takes
+  # effect; a policy the rules cannot be made from leaves them (and, as the proxy refuses
+  # it too, the policy) as they were.
+  # shellcheck disable=SC2086 # $guard is empty or one word
+  if firewall apply --config "$config" $guard; then
+    log "SIGHUP: redirect rules re-applied; reloading the proxy"
+  else
+    log "SIGHUP: re-applying the redirect rules failed; the rules in force stay"
+  fi
+  if [ -n "$child" ]; then
+    kill -HUP "$child" 2>/dev/null || true
+  fi
+}
+trap on_signal TERM INT
+trap on_reload HUP
 
 # shellcheck disable=SC2086 # AIRGAP_BIN is a word list
 setpriv --reuid="$uid" --regid="$gid" --clear-groups \
@@ -135,7 +154,8 @@ child=$!
 log "proxy started (pid $child, uid $uid)"
 
 status=0
-# `wait` returns early when a trapped signal arrives; wait again until the proxy is gone.
+# `wait` returns early when a trapped signal arrives (a SIGHUP's reload included); wait
+# again until the proxy is gone.
 while :; do
   if wait "$child"; then status=0; else status=$?; fi
   if ! kill -0 "$child" 2>/dev/null; then

@@ -14,6 +14,7 @@ import math
 import os
 import resource
 import shlex
+import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -21,15 +22,16 @@ from collections.abc import Callable, Sequence
 import uvloop
 
 from pac import addr, installed_version
+from proxy import audit
 from proxy import firewall_apply as firewall_cmd
 from proxy.config import DEFAULT_LISTEN, DEFAULTS, PacConfig, RunConfig
 from proxy.control import CONTROL_FD_ENV, REPORT_FD_ENV
 from proxy.explain import run_explain, run_explain_explicit
 from proxy.launch import PacOptions, pac_ssl_context, run_supervisor, run_worker
 from proxy.pac_source import PacSettings
+from proxy.reload import ConfigVersion, read_version, text_version
 from proxy.splice_relay import FDS_PER_CONNECTION as SPLICE_FDS
 from proxy.splice_relay import unavailable as splice_unavailable
-from proxy.status import InForce, file_sha256
 from rules.config import ConfigError, ContainersProxyConfig, load_config, parse_config_text
 from rules.explain import parse_resolve
 from rules.policy import Policy
@@ -263,6 +265,15 @@ def load_policy(config: str | None) -> tuple[ContainersProxyConfig, Policy]:
     return cfg, Policy.from_config(cfg, os.environ)
 
 
+def load_version(config: str | None) -> tuple[ConfigVersion, Policy]:
+    """The policy file's validated version (what a reload compares with), and its policy."""
+    if config is None:
+        version = text_version(DEFAULT_POLICY, "<bundled default policy>")
+    else:
+        version = read_version(config)
+    return version, Policy.from_config(version.cfg, os.environ)
+
+
 def redirect_hint(
     config: str | None, cfg: ContainersProxyConfig, port: int, mark: int | None
 ) -> str:
@@ -361,6 +372,8 @@ def run_config(args: argparse.Namespace, worker: bool) -> RunConfig:
         raise UsageError(str(exc)) from None
     return RunConfig(
         config_path=args.config,
+        shadow_config_path=args.shadow_config,
+        audit_log=args.audit_log,
         listen=listen,
         explicit_listen=explicit,
         listen_is_default=not args.listen,
@@ -391,56 +404,68 @@ def parse_admin_listen(text: str | None) -> tuple[str, int] | None:
     return parse_hostport(text)
 
 
+def _fd_from_env(name: str) -> int | None:
+    value = os.environ.pop(name, None)
+    return int(value) if value and value.isascii() and value.isdigit() else None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    # SIGHUP (reload) and SIGUSR1 (reopen the audit log) must never kill the proxy, also
+    # before their handlers are installed: until then they are ignored (the file watch
+    # still sees a changed policy).
+    for signum in (signal.SIGHUP, signal.SIGUSR1):
+        signal.signal(signum, signal.SIG_IGN)
     _setup_logging(args.log_level, args.log_format == "json")
-    control = os.environ.pop(CONTROL_FD_ENV, None)
-    control_fd = int(control) if control and control.isascii() and control.isdigit() else None
-    report = os.environ.pop(REPORT_FD_ENV, None)
-    report_fd = int(report) if report and report.isascii() and report.isdigit() else None
+    control_fd = _fd_from_env(CONTROL_FD_ENV)
+    report_fd = _fd_from_env(REPORT_FD_ENV)
     try:
-        cfg, policy = load_policy(args.config)
         config = run_config(args, worker=control_fd is not None)
         pac = pac_options(config.pac, config.ca_bundle, config.mark)
-    except (ConfigError, UsageError) as exc:
+        audit.open_audit_file(config.audit_log)
+    except UsageError as exc:
         print(f"airgap-proxy: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"airgap-proxy: --audit-log {args.audit_log}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     # Name lookups (`getaddrinfo`) each block a thread of libuv's pool for as long as the
     # host's resolver takes; with libuv's default of 4, a client sending a few names whose
     # DNS servers never answer would delay every other connection's lookup. Read by libuv
     # at its first lookup, inherited by the workers; an explicit setting is kept.
     os.environ.setdefault("UV_THREADPOOL_SIZE", str(LOOKUP_THREADS))
-    if control_fd is None:  # say it once, not once per worker
-        for warning in policy.warnings:
-            log.warning("%s", warning)
-        source = args.config or "the bundled default policy (block all external access)"
-        log.info("policy: %s", source)
-        for warning in exposure_warnings(config.explicit_listen):
-            log.warning("%s", warning)
-        if config.listen:
-            log.info(
-                "redirect rules (the sidecar entrypoint has applied them already; `show`"
-                " instead of `apply` prints them): %s",
-                redirect_hint(args.config, cfg, config.listen[0][1], config.mark),
-            )
-    in_force = None
-    if control_fd is None:  # a supervisor's worker serves no admin endpoint
-        in_force = InForce(args.config, file_sha256(args.config, DEFAULT_POLICY), cfg, policy)
+    if control_fd is not None:
+        # A worker of a supervisor: its policy comes over the control pipe, never from the
+        # file, which may have changed (or broken) since the supervisor read it.
+        return uvloop.run(run_worker(config, pac, control_fd, None, None, report_fd))
+    try:
+        version, policy = load_version(args.config)
+        cfg = version.cfg
+        shadow = None
+        if args.shadow_config is not None:
+            shadow, _ = load_version(args.shadow_config)
+    except ConfigError as exc:
+        print(f"airgap-proxy: {exc}", file=sys.stderr)
+        return 2
+    for warning in policy.warnings:
+        log.warning("%s", warning)
+    source = args.config or "the bundled default policy (block all external access)"
+    log.info("policy: %s (sha256 %s)", source, version.sha256[:16])
+    if shadow is not None:
+        log.info("shadow policy: %s (sha256 %s): decided beside, never enforced",
+                 args.shadow_config, shadow.sha256[:16])  # fmt: skip
+    for warning in exposure_warnings(config.explicit_listen):
+        log.warning("%s", warning)
+    if config.listen:
+        log.info(
+            "redirect rules (the sidecar entrypoint has applied them already; `show`"
+            " instead of `apply` prints them): %s",
+            redirect_hint(args.config, cfg, config.listen[0][1], config.mark),
+        )
     if config.workers > 1:
         log.info("starting %d workers", config.workers)
         argv = [*sys.argv[1:], "--workers", "1"]
-        return uvloop.run(
-            run_supervisor(
-                config.workers,
-                argv,
-                cfg,
-                policy,
-                pac,
-                config.drain_timeout,
-                config.admin_listen,
-                in_force,
-            )
-        )
-    return uvloop.run(run_worker(config, cfg, policy, pac, control_fd, report_fd, in_force))
+        return uvloop.run(run_supervisor(config, argv, pac, version, shadow))
+    return uvloop.run(run_worker(config, pac, None, version, shadow))
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -449,12 +474,24 @@ def cmd_explain(args: argparse.Namespace) -> int:
         cfg, policy = load_policy(args.config)
         table = parse_resolve(args.resolve) if args.resolve else None
         pac = pac_options(pac_config(args), args.ca_bundle, None) if policy.uses_pac else None
-        if args.explicit:
-            if args.ip is not None:
-                raise UsageError("--explicit takes no --ip: the proxy resolves the name itself")
-            out = asyncio.run(run_explain_explicit(cfg, policy, pac, args.dest, args.client, table))
-        else:
-            out = asyncio.run(run_explain(cfg, policy, pac, args.dest, args.ip, args.client, table))
+        if args.explicit and args.ip is not None:
+            raise UsageError("--explicit takes no --ip: the proxy resolves the name itself")
+
+        def decide(c: ContainersProxyConfig, p: Policy, o: PacOptions | None) -> dict[str, object]:
+            if args.explicit:
+                return asyncio.run(run_explain_explicit(c, p, o, args.dest, args.client, table))
+            return asyncio.run(run_explain(c, p, o, args.dest, args.ip, args.client, table))
+
+        out = decide(cfg, policy, pac)
+        if args.shadow_config is not None:
+            # The shadow decided as the proxy would, beside the enforced one (never instead).
+            shadow_cfg, shadow_policy = load_policy(args.shadow_config)
+            shadow_pac = (
+                pac_options(pac_config(args), args.ca_bundle, None)
+                if shadow_policy.uses_pac
+                else None
+            )
+            out["shadow"] = decide(shadow_cfg, shadow_policy, shadow_pac)
     except (ConfigError, UsageError, ValueError) as exc:
         print(f"airgap-proxy explain: {exc}", file=sys.stderr)
         return 2
@@ -499,7 +536,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the transparent proxy")
-    run.add_argument("--config", help="admin-settings.json (default: bundled block-all policy)")
+    run.add_argument(
+        "--config",
+        help="admin-settings.json (default: bundled block-all policy); reloaded on SIGHUP "
+        "and when it changes",
+    )
+    run.add_argument(
+        "--shadow-config",
+        metavar="FILE",
+        help="a second admin-settings.json decided beside --config for every connection and "
+        "never enforced: where they differ the audit line says what it would have done",
+    )
+    run.add_argument(
+        "--audit-log",
+        metavar="FILE",
+        help="also append the audit lines to FILE as JSON lines (reopened on SIGUSR1)",
+    )
     run.add_argument(
         "--listen",
         action="append",
@@ -590,6 +642,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     explain = sub.add_parser("explain", help="print the decision for one destination as JSON")
     explain.add_argument("--config", help="admin-settings.json (default: bundled policy)")
+    explain.add_argument(
+        "--shadow-config",
+        metavar="FILE",
+        help="also decide with this admin-settings.json, as `run --shadow-config` does; "
+        'its decision is under "shadow"',
+    )
     explain.add_argument("dest", metavar="DEST", help="host:port, ip:port or [v6]:port")
     explain.add_argument("--ip", help="the destination IP the container connected to")
     explain.add_argument(

@@ -4,8 +4,8 @@ What the operator chose (this module) is kept apart from what a running worker h
 (`proxy.connection.ProxyContext`: open connections, the peek deadlines, the bad-proxy list),
 as uvicorn keeps `Config` apart from `ServerState`. The command line reads its defaults from
 `DEFAULTS`, so a default is written once; the runtime objects are built from a `RunConfig`.
-A policy reload swaps the policy, never this value's bounds, so nothing here changes while
-the proxy runs.
+A policy reload (`proxy.policy_feed`) swaps the policy, never this value's bounds: nothing
+here changes while the proxy runs, and no command-line option is reloaded.
 """
 
 from __future__ import annotations
@@ -70,6 +70,10 @@ class RunConfig:
 
     #: admin-settings.json; None: the bundled block-all policy.
     config_path: str | None = None
+    #: A second admin-settings.json decided beside the enforced one, for the audit only.
+    shadow_config_path: str | None = None
+    #: A file the audit lines are appended to as JSON lines (besides stderr).
+    audit_log: str | None = None
     #: The transparent listeners; empty (`--listen none`) for an explicit-only proxy.
     listen: tuple[tuple[str, int], ...] = DEFAULT_LISTEN
     #: The explicit (forward) proxy listeners, `--explicit-listen`; none by default.

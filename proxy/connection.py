@@ -22,6 +22,7 @@ from typing import Protocol
 
 from pac.addr import socket_ip as canonical_ip
 from proxy import reject_wire
+from proxy import shadow as shadow_mod
 from proxy.audit import UNDECIDED, ConnectionRecord, emit
 from proxy.config import DEFAULTS, RunConfig
 from proxy.deadlines import Deadlines
@@ -77,7 +78,13 @@ _LINGER_RESET = struct.pack("ii", 1, 0)
 
 @dataclass(slots=True)
 class ProxyContext:
-    """What every connection of one worker shares."""
+    """What every connection of one worker shares.
+
+    `decider` and `transparent_ports` are the policy in force: a reload replaces them
+    between connections (`proxy.worker_policy`), and a connection reads them when it
+    decides, so an open connection keeps the route it was given. `shadow`, when set, is
+    decided beside the policy for the audit line only, never for the route.
+    """
 
     decider: Decider
     transparent_ports: Container[int]
@@ -88,6 +95,7 @@ class ProxyContext:
     bad_proxies: BadProxies = field(default_factory=BadProxies)
     #: Where this process counts (`proxy.metrics`): a few dict updates per connection.
     metrics: ProcessMetrics = METRICS
+    shadow: Decider | None = None
     #: The cap in force: the config's, which `run` resolved from the descriptor limit
     #: (`RunConfig.max_connections` 0 means "from the limit", which only the CLI knows;
     #: a context built elsewhere, by a test or an embedding, gets a fixed cap).
@@ -151,6 +159,7 @@ class Intercepted(asyncio.BufferedProtocol):
         "idle_total",
         "lost",
         "record",
+        "shadow_task",
         "sniffed",
         "sniffer",
         "state",
@@ -167,6 +176,7 @@ class Intercepted(asyncio.BufferedProtocol):
         self.sniffed: SniffResult | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
+        self.shadow_task: asyncio.Future[Decision] | None = None
         self.halves: Halves | None = None
         self.lost = 0
         self.discarded = 0
@@ -296,20 +306,21 @@ class Intercepted(asyncio.BufferedProtocol):
         self.state = _CONNECTING
         dest = self.dest
         ctx = self.ctx
+        decider = ctx.decider  # the policy in force now: a reload meanwhile is for later ones
         try:
-            decision = ctx.decider.decide_now(dest)
+            decision = decider.decide_now(dest)
         except Exception as exc:  # fail closed on any policy failure
             decision = _policy_failed(dest, exc)
         loop = ctx.loop or asyncio.get_running_loop()
-        self.task = loop.create_task(self._establish(decision))
+        self.task = loop.create_task(self._establish(decision, decider))
 
-    async def _establish(self, decision: Decision | None) -> None:
+    async def _establish(self, decision: Decision | None, decider: Decider) -> None:
         """Connect a route (after the evaluation `decide_now` could not spare); any
         unexpected failure cuts the client (never a hang)."""
         try:
             if decision is None:
                 try:
-                    decision = await self.ctx.decider.decide(self.dest)
+                    decision = await decider.decide(self.dest)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # fail closed on any policy failure
@@ -328,6 +339,8 @@ class Intercepted(asyncio.BufferedProtocol):
         record, dest, ctx = self.record, self.dest, self.ctx
         record.decision = decision.action
         record.reason = decision.reason
+        if ctx.shadow is not None:  # after this connection's own set-up has gone on
+            (ctx.loop or asyncio.get_running_loop()).call_soon(self._shadow, decision)
         if decision.action == "REJECT" or not decision.routes:
             self._reject(decision.reason)
             return
@@ -394,6 +407,34 @@ class Intercepted(asyncio.BufferedProtocol):
         if addrs is None:
             addrs = await self.ctx.resolver.resolve(name)
         return addrs
+
+    def _shadow(self, enforced: Decision) -> None:
+        """Decide the shadow policy too (`shadow.compare` says what a disagreement is);
+        whatever it does, or fails to do, changes nothing for this connection."""
+        shadow = self.ctx.shadow
+        if shadow is None or self not in self.ctx.active:  # ended: its line is written
+            return
+        try:
+            decision = shadow.decide_now(self.dest)
+        except Exception as exc:
+            decision = Decision("REJECT", (), f"shadow policy error: {exc}", "", "")
+        if decision is not None:
+            shadow_mod.compare(self.record, enforced, decision)
+            return
+        task = asyncio.ensure_future(shadow.decide(self.dest))
+        self.shadow_task = task
+
+        def done(t: asyncio.Future[Decision]) -> None:
+            if t.cancelled():
+                return
+            exc = t.exception()
+            if exc is None:
+                shadow_mod.compare(self.record, enforced, t.result())
+            else:
+                failed = Decision("REJECT", (), f"shadow policy error: {exc}", "", "")
+                shadow_mod.compare(self.record, enforced, failed)
+
+        task.add_done_callback(done)
 
     # ----------------------------------------------------------------- relay phase
 
@@ -504,7 +545,14 @@ class Intercepted(asyncio.BufferedProtocol):
             PATH, record.decision or UNDECIDED, record.kind, record.bytes_up, record.bytes_down,
             time.monotonic() - record.monotonic_start,
         )  # fmt: skip
-        emit(record, self.ctx.config.json_logs)
+        pending = self.shadow_task
+        if pending is not None and not pending.done():
+            # The audit line waits for the shadow's answer (bounded by its evaluation).
+            record, json_logs = self.record, self.ctx.config.json_logs
+            pending.add_done_callback(lambda _t: emit(record, json_logs))
+        else:
+            emit(self.record, self.ctx.config.json_logs)
+        self.shadow_task = None
 
 
 Halves = tuple[Half, Half] | tuple[SpliceHalf, SpliceHalf]

@@ -16,6 +16,7 @@ file costs one small request and no re-parse. The download's socket carries the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -144,6 +145,7 @@ class PacSource:
         self._good_last_modified: str | None = None
         self._failing_since: float | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._poked = asyncio.Event()
         #: How logs and errors name the source: its URL without user, password or query.
         self.label = "embeddedPac" if inline is not None else redact_url(str(source))
 
@@ -165,9 +167,18 @@ class PacSource:
                     delay = min(backoff, self.settings.retry_max)
                     backoff = min(backoff * 2, self.settings.retry_max)
                     delay = self._until_grace_ends(delay)
-                await asyncio.sleep(delay)
+                await self._pause(delay)
         finally:
             await self.close()
+
+    def poke(self) -> None:
+        """Refresh now instead of at the end of the pause (a file PAC changed, SIGHUP)."""
+        self._poked.set()
+
+    async def _pause(self, delay: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._poked.wait(), delay)
+        self._poked.clear()
 
     async def close(self) -> None:
         session = self._session

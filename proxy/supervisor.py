@@ -4,16 +4,19 @@ Each worker is a fresh `airgap-proxy run ... --workers 1` process (a re-exec, no
 no event loop or lock is inherited) with one control pipe from the supervisor. The kernel
 spreads new connections over the workers' sockets, so every core relays.
 
-The supervisor owns what must be one for all workers: with a PAC, it downloads and validates
-the script once and sends every worker the same snapshot, so all of them decide with the
-same script (a restarted worker gets the current one at once). On SIGTERM/SIGINT it tells
+The supervisor owns what must be one for all workers: it reads and validates the policy file
+(and reloads it) once and sends every worker the same text; with a PAC, it downloads and
+validates the script once and sends every worker the same snapshot, so all of them decide
+with the same policy (a restarted worker gets the current one at once, before it listens).
+Up a second pipe each worker reports its state and counts (`proxy.worker_report`), which
+the supervisor keeps in a `proxy.fleet.Fleet` for the admin endpoint, folding a dead
+worker's last totals into the sum before it is restarted, and what the others should know
+(a proxy it found dead), which the supervisor relays to all. On SIGTERM/SIGINT it tells
 every worker to stop over the pipe (each then drains its own relays), restarts a worker that
 died on its own or could not be started (after a pause, so a crash loop cannot spin), and
 exits when all stopped.
 A worker whose control pipe closes (the supervisor is gone) stops: nothing keeps deciding
-with a frozen policy. Up a second pipe each worker reports its state and counts
-(`proxy.worker_report`), which the supervisor keeps in a `proxy.fleet.Fleet` for the admin
-endpoint, folding a dead worker's last totals into the sum before it is restarted.
+with a frozen policy.
 """
 
 from __future__ import annotations
@@ -23,21 +26,38 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import Protocol
 
-from proxy.control import CONTROL_FD_ENV, REPORT_FD_ENV, STOP_MESSAGE, STOP_SIGNALS, UpwardReader
+from proxy.control import (
+    CONTROL_FD_ENV,
+    REPORT_FD_ENV,
+    STOP_MESSAGE,
+    STOP_SIGNALS,
+    UpwardReader,
+)
 from proxy.fleet import Fleet
 from proxy.metrics import METRICS
 
 log = logging.getLogger("airgap.proxy")
 
 RESTART_PAUSE = 1.0
-#: How long a worker's last reports may take to arrive after it exited.
-REPORT_FLUSH = 2.0
-#: Sends one message line to every worker (and to each one started later).
-Broadcast = Callable[[bytes], Awaitable[None]]
+
+
+class Broadcast(Protocol):
+    """Sends one message line to every worker. With a `key`, the line is also the latest of
+    its kind, which each worker started later gets first (in the order the keys were first
+    used); `key=None` sends it to the workers running now only."""
+
+    async def __call__(self, line: bytes, key: str | None = "default") -> None: ...
+
+
 #: Runs beside the workers, broadcasting what they must all be told.
 Feed = Callable[[Broadcast], Coroutine[None, None, None]]
+#: A handler of one kind of upward message (`proxy.control.decode_up`): its JSON body.
+UpHandler = Callable[[dict[str, object]], None]
+#: How long a worker's last reports may take to arrive after it exited.
+REPORT_FLUSH = 2.0
 
 
 class _Worker:
@@ -57,13 +77,20 @@ async def supervise(
     feed: Feed | None,
     drain_timeout: float,
     first_message: bytes | None = None,
+    *,
+    first_messages: Sequence[tuple[str, bytes]] = (),
+    greeting: Callable[[], Iterable[bytes]] | None = None,
     fleet: Fleet | None = None,
+    up_handlers: dict[str, UpHandler] | None = None,
 ) -> int:
     """Run `count` workers until a stop signal; returns the worst worker exit status.
 
-    `feed` runs beside the workers and broadcasts message lines (`proxy.control`); the
-    latest one, or `first_message` before any, is what a newly started worker gets first.
-    `fleet` is told of every start, report and exit (the admin endpoint reads it).
+    `feed` runs beside the workers and broadcasts message lines (`proxy.control`); a newly
+    started worker first gets the latest line of each key (`first_messages`, then
+    `first_message` under the default key, before any broadcast), then `greeting()`'s.
+    Up each worker's report pipe come `{"report": ...}` lines, kept in `fleet` (told of
+    every start, report and exit: the admin endpoint reads it), and the kinds of
+    `up_handlers` (a bad-proxy note).
     """
     if fleet is None:
         fleet = Fleet(count, uses_pac=False, own=METRICS)
@@ -72,17 +99,14 @@ async def supervise(
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-    latest = first_message
+    latest: dict[str, bytes] = dict(first_messages)
+    if first_message is not None:
+        latest["default"] = first_message
     workers: dict[int, _Worker] = {}
 
     async def spawn(index: int) -> _Worker:
         read_fd, write_fd = os.pipe()
-        try:
-            report_read, report_write = os.pipe()
-        except OSError:
-            os.close(read_fd)
-            os.close(write_fd)
-            raise
+        report_read, report_write = os.pipe()
         env = {**os.environ, CONTROL_FD_ENV: str(read_fd), REPORT_FD_ENV: str(report_write)}
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -102,24 +126,33 @@ async def supervise(
             os.close(report_write)
         pid = proc.pid
         fleet.started(index, pid)
-        handlers = {"report": lambda body: fleet.reported(index, pid, body)}
+        handlers: dict[str, UpHandler] = {
+            **(up_handlers or {}),
+            "report": lambda body: fleet.reported(index, pid, body),
+        }
 
         def on_message(kind: str, body: dict[str, object]) -> None:
             handler = handlers.get(kind)
             if handler is not None:
-                handler(body)
+                try:
+                    handler(body)
+                except Exception:
+                    log.exception("%s message from worker %d failed", kind, index)
 
         reports = UpwardReader(on_message)
         await loop.connect_read_pipe(lambda: reports, os.fdopen(report_read, "rb"))
         pipe, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(write_fd, "wb"))
         worker = _Worker(index, proc, pipe, reports)
-        if latest is not None:
-            pipe.write(latest)
+        for line in latest.values():
+            pipe.write(line)
+        if greeting is not None:
+            for line in greeting():
+                pipe.write(line)
         return worker
 
-    async def broadcast(line: bytes) -> None:
-        nonlocal latest
-        latest = line
+    async def broadcast(line: bytes, key: str | None = "default") -> None:
+        if key is not None:
+            latest[key] = line
         for worker in workers.values():
             if not worker.pipe.is_closing():
                 worker.pipe.write(line)

@@ -95,6 +95,8 @@ async def serve(
     background: Sequence[Background] = (),
     ready: asyncio.Event | None = None,
     context_jobs: Sequence[Callable[[ProxyContext], Background]] = (),
+    on_context: Callable[[ProxyContext], None] | None = None,
+    bad_proxies: BadProxies | None = None,
 ) -> int:
     """Run one worker until SIGTERM/SIGINT, then drain. Returns the exit status.
 
@@ -105,6 +107,8 @@ async def serve(
     force, so until then the kernel gives every connection to the others.
     `context_jobs` are made from the worker's context once its listeners are open (the
     report to the supervisor, or the admin endpoint of a single process), and run the same.
+    `on_context` gets the connections' shared context before the first one, to swap the
+    policy in it later (a reload).
     """
     loop = asyncio.get_running_loop()
     ctx = ProxyContext(
@@ -117,8 +121,10 @@ async def serve(
         ),
         resolver=resolver or NameResolver(),
         config=settings,
-        bad_proxies=BadProxies(settings.bad_proxy_ttl),
+        bad_proxies=bad_proxies if bad_proxies is not None else BadProxies(settings.bad_proxy_ttl),
     )
+    if on_context is not None:
+        on_context(ctx)
     stop = asyncio.Event()
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)

@@ -72,7 +72,7 @@ def line(body: dict[str, Any]) -> bytes:
 class Reporter:
     """Sends reports up one pipe; `nudge()` asks for one now (a PAC state change)."""
 
-    def __init__(self, fd: int, decider: PacDecider | None) -> None:
+    def __init__(self, fd: int, decider: Callable[[], PacDecider | None]) -> None:
         os.set_inheritable(fd, False)  # PAC engine processes must not hold the pipe open
         os.set_blocking(fd, False)
         self.fd = fd
@@ -98,13 +98,14 @@ class Reporter:
 
         async def run(_stop: asyncio.Event) -> None:
             try:
-                while self.send(line(build(ctx, self.decider))):
+                while self.send(line(build(ctx, self.decider()))):
                     self.wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.wake.wait(), INTERVAL)
             finally:
                 # The last totals, after the drain: a graceful stop loses no count.
-                self.send(line(build(ctx, self.decider)))
-                os.close(self.fd)
+                self.send(line(build(ctx, self.decider())))
+                # The descriptor stays open: bad-proxy notes share it (`control.ReportWriter`),
+                # and the process's exit closes it, which ends the supervisor's read.
 
         return run

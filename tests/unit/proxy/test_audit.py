@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
+from proxy import audit
 from proxy.audit import ConnectionRecord, emit
 
 
@@ -50,3 +52,32 @@ def test_lines_name_their_path(caplog: pytest.LogCaptureFixture) -> None:
         80,
         403,
     )
+
+
+def test_shadow_fields_appear_only_where_the_shadow_disagreed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    record = ConnectionRecord("127.0.0.1", 40000, "203.0.113.5", 443, decision="DIRECT")
+    assert "shadow_decision" not in json.loads(_line(caplog, record, True))
+    record.shadow_decision, record.shadow_reason = "REJECT", "no proxy configured"
+    data = json.loads(_line(caplog, record, True))
+    assert data["shadow_decision"] == "REJECT" and data["shadow_reason"] == "no proxy configured"
+
+
+def test_the_audit_file_gets_json_lines_also_with_text_logs_and_survives_a_rotation(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    audit.open_audit_file(str(path))
+    try:
+        record = ConnectionRecord("127.0.0.1", 40000, "203.0.113.5", 443, decision="DIRECT")
+        record.reason = "line\nbreak"  # hostile text stays inside its one line
+        _line(caplog, record, False)
+        (tmp_path / "audit.jsonl").rename(tmp_path / "audit.jsonl.1")
+        audit.reopen_audit_file()
+        _line(caplog, record, False)
+    finally:
+        audit.open_audit_file(None)
+    for name in ("audit.jsonl", "audit.jsonl.1"):
+        (line,) = (tmp_path / name).read_text().splitlines()
+        assert json.loads(line)["reason"] == "line\nbreak"
