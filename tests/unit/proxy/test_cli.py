@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -426,8 +427,11 @@ def test_a_lone_surrogate_key_is_one_message_and_exit_2(tmp_path: Path, command:
     path.write_text('{"configurationFileVersion": 2, "containersProxy": {"\\ud800": 1}}')
     path.chmod(0o600)
     args = ["--config", str(path), *(["example.com:443"] if command == "explain" else [])]
-    if command == "run":  # a port of its own: the run must fail on the config, not the port
-        args += ["--listen", "127.0.0.1:0"]
+    if command == "run":  # a free port of its own: the run must fail on the config, not the port
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            free = probe.getsockname()[1]
+        args += ["--listen", f"127.0.0.1:{free}", "--admin-listen", "none"]
     proc = subprocess.run(
         [sys.executable, "-m", "proxy.cli", command, *args],
         capture_output=True,

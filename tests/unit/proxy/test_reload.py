@@ -14,7 +14,7 @@ import pytest
 from proxy import filewatch
 from proxy.connection import ProxyContext
 from proxy.pac_decider import PacDecider
-from proxy.pac_source import PacSettings, PacSnapshot, PacSource
+from proxy.pac_source import UNLOADED, PacSettings, PacSnapshot, PacSource
 from proxy.policy_feed import NEW_SOURCE, PolicyFeed
 from proxy.reload import ConfigVersion, ReloadState, read_version
 from proxy.resolver import NameResolver
@@ -132,7 +132,7 @@ def _ctx(decider: object) -> ProxyContext:
 async def test_the_worker_swaps_policy_and_ports_in_its_context(tmp_path: Path) -> None:
     made: list[PacDecider] = []
 
-    def make() -> PacDecider:
+    def make(slot: str) -> PacDecider:
         from pac.sandbox import Limits
 
         made.append(PacDecider(NameResolver(), Limits(), "pacparser", 1))
@@ -199,3 +199,29 @@ async def test_the_watch_sees_a_replace_an_edit_a_chmod_a_delete_and_a_symlink_s
     finally:
         task.cancel()
     assert changes == len(steps)
+
+
+async def test_a_pac_policy_is_in_force_for_a_worker_only_once_it_has_its_script(
+    tmp_path: Path,
+) -> None:
+    """A supervised worker listens on `in_force`: a static policy is in force as soon as it
+    is known; a PAC policy once the owner's current snapshot (loaded or not) reached it, so a
+    restarted worker never answers "PAC not loaded yet" while the others have the script."""
+    from pac.sandbox import Limits
+
+    def make(slot: str) -> PacDecider:
+        return PacDecider(NameResolver(), Limits(), "pacparser", 1)
+
+    static = WorkerPolicy(make)
+    await static.set_config("main", read_version(str(write(tmp_path / "s.json", section()))))
+    assert static.in_force.is_set()
+    await static.aclose()
+    pac = WorkerPolicy(make)
+    text = {"pac": "http://203.0.113.9/p.pac"}
+    await pac.set_config("main", read_version(str(write(tmp_path / "p.json", section(**text)))))
+    assert pac.ready.is_set() and not pac.in_force.is_set()
+    await pac.set_pac("shadow", UNLOADED)
+    assert not pac.in_force.is_set(), "the shadow's script is not the enforced one"
+    await pac.set_pac("main", UNLOADED)
+    assert pac.in_force.is_set()
+    await pac.aclose()
