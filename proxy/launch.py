@@ -222,6 +222,13 @@ def _count_disagreement(enforced: str, shadow: str) -> None:
     METRICS.inc("airgap_shadow_disagreements", enforced, shadow)
 
 
+def count_shadow_disagreements() -> None:
+    """Count this process's shadow disagreements in `airgap_shadow_disagreements_total`
+    (once per process, however many times it is asked)."""
+    if _count_disagreement not in shadow_mod.on_disagreement:
+        shadow_mod.on_disagreement.append(_count_disagreement)
+
+
 def in_force_of(owner: PolicyOwner, version: ConfigVersion) -> InForce:
     """What `/status` and `/readyz` show of a version in force (no credential: redacted)."""
     return InForce(
@@ -306,8 +313,7 @@ async def run_worker(
     bad = BadProxies(settings.bad_proxy_ttl)
     background: list[Background] = []
     context_jobs: list[Callable[[ProxyContext], Background]] = []
-    if _count_disagreement not in shadow_mod.on_disagreement:
-        shadow_mod.on_disagreement.append(_count_disagreement)
+    count_shadow_disagreements()
 
     def main_decider() -> PacDecider | None:
         return policy.slots[MAIN].decider
